@@ -1,0 +1,83 @@
+/* Internals shared by the C files: the handle, atomics on mapped memory, error reporting. */
+#ifndef PSYNE_INTERNAL_H
+#define PSYNE_INTERNAL_H
+
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+#include "psyne.h"
+
+/* Claims not yet committed, in claim order; a handle may have this many unsent messages. */
+#define PSY_MAX_PENDING 64u
+
+typedef struct psy_pending {
+  uint32_t position;
+  uint32_t span;
+  uint32_t length;
+  uint32_t done; /* committed or abandoned */
+} psy_pending;
+
+struct psy_channel {
+  int fd;
+  uint8_t *base; /* control block; the ring is at base + PSY_RING_OFFSET */
+  size_t map_size;
+  uint32_t capacity, mask;
+  int32_t mode;
+  int32_t slot;
+  uint32_t roles;
+  char path[PSY_NAME_MAX + 8];
+
+  /* producer: positions are trusted local copies, never re-read from shared memory */
+  uint32_t claim_pos;  /* next position to claim */
+  uint32_t pub_pos;    /* published tail */
+  uint32_t head_cache; /* last head seen; re-read only when it says full */
+  psy_pending pending[PSY_MAX_PENDING];
+  uint32_t pending_first, pending_count;
+
+  /* consumer */
+  uint32_t read_pos;   /* next record to read */
+  uint32_t tail_cache; /* last tail seen; re-read only when it says empty */
+  uint32_t held;
+  psy_polled_record polled;
+};
+
+/* Every shared word is accessed with seq_cst atomics: JavaScript's Atomics on the same memory
+ * are seq_cst, and the futex wake-up protocol needs a total order of publish and waiter check. */
+static inline uint32_t *u32_at(const psy_channel *ch, uint32_t offset) {
+  return (uint32_t *)(ch->base + offset);
+}
+static inline uint64_t *u64_at(const psy_channel *ch, uint32_t offset) {
+  return (uint64_t *)(ch->base + offset);
+}
+static inline uint32_t load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline int cas32(uint32_t *p, uint32_t expected, uint32_t desired) {
+  return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+static inline uint8_t *slot_at(const psy_channel *ch, uint32_t slot) {
+  return ch->base + PSY_OFF_SLOTS + slot * PSY_SLOT_SIZE;
+}
+static inline uint8_t *record_at(const psy_channel *ch, uint32_t position) {
+  return ch->base + PSY_RING_OFFSET + (position & ch->mask);
+}
+static inline uint32_t record_span(uint32_t length) {
+  return (PSY_REC_HEADER + length + PSY_REC_ALIGN - 1) & ~(PSY_REC_ALIGN - 1);
+}
+
+int32_t psy_fail(int32_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* participants.c */
+int32_t participants_join(psy_channel *ch);
+void participants_leave(psy_channel *ch);
+int32_t participants_take_role(psy_channel *ch, uint32_t role);
+int lock_byte(int fd, short type, long byte, int wait);
+int byte_locked_by_other(int fd, long byte);
+
+/* ring.c */
+void ring_close(psy_channel *ch);
+int ring_has_unread(const psy_channel *ch);
+
+#endif

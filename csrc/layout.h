@@ -1,0 +1,156 @@
+/* psyne shared-memory layout: the one map of a channel segment, for C and (through psy_layout())
+ * for TypeScript. Any change here bumps PSY_LAYOUT_VERSION; the layout hash catches the rest.
+ *
+ *   file offset
+ *   0       control block (4 KiB): identity, config, role owners, cursors, event counts, totals.
+ *           Every cursor and event count sits on its own 64-byte cache line.
+ *   4096    participant table: PSY_MAX_SLOTS slots of 128 bytes, one per attached handle.
+ *   16384   ring: `capacity` bytes (a power of two) of records.
+ *
+ * The ring is mapped twice, back to back, so a record that runs past the ring's end is still
+ * contiguous in memory: no padding records, and any message up to the capacity fits.
+ *
+ * Vocabulary: a *position* is a u32 byte count that grows forever and wraps at 2^32 (capacity is
+ * at most 2^30, so differences of positions are exact); an *index* is a position masked into the
+ * ring; an *offset* counts bytes from the segment start.
+ *
+ * A record:
+ *
+ *    0               4               8              12              16
+ *   +---------------+---------------+---------------+---------------+---------------...
+ *   | length (u32)  | type (u32)    | state (u32)   | position (u32)| payload, length bytes
+ *   +---------------+---------------+---------------+---------------+---------------...
+ *
+ *   span = 16 + length rounded up to 16 (so payloads are 16-aligned for every typed array).
+ *   state = record state (low 8 bits) | owner slot (bits 8..15); position = the record's own
+ *   position, a tag that tells this lap's header from stale bytes.
+ *
+ * Who moves what (P = producer, C = consumer):
+ *   tail        positions below it are committed records. SPSC/SPMC/BROADCAST: the producer stores
+ *               it; MPSC/MPMC: whoever commits the record at tail advances it over committed ones.
+ *   claim_tail  MPSC/MPMC: producers take space with a CAS on it. Single-producer modes: unused.
+ *   head        positions below it are free for producers. SPSC/MPSC: the consumer stores it on
+ *               release. SPMC/MPMC: advanced over DONE records by whoever releases. BROADCAST:
+ *               unused; the producer's limit is the slowest live subscriber's slot read_pos.
+ *   claim_head  SPMC/MPMC: consumers take the next record with a CAS on it.
+ *
+ * Liveness: each slot is owned by whoever holds an OFD write lock on byte PSY_LOCK_SLOT(i) of the
+ * segment file; the kernel drops it when the owner dies. Byte PSY_LOCK_ATTACH is read-locked by
+ * every attached handle and write-locked only while initializing or removing the segment.
+ */
+#ifndef PSYNE_LAYOUT_H
+#define PSYNE_LAYOUT_H
+
+#include <stdint.h>
+
+#define PSY_MAGIC 0x31454e5953505350ull /* "PSPSYNE1" little-endian */
+#define PSY_LAYOUT_VERSION 1u
+#define PSY_INIT_READY 0x59444552u /* "REDY": stored last by the initializer */
+
+#define PSY_CACHE_LINE 64u
+#define PSY_PAGE 4096u
+#define PSY_MIN_CAPACITY 4096u
+#define PSY_MAX_CAPACITY (1u << 30)
+#define PSY_DEFAULT_CAPACITY (4u << 20)
+#define PSY_MAX_SLOTS 64u
+#define PSY_NAME_MAX 200u
+
+/* control block: identity and config, written once by the initializer */
+#define PSY_OFF_MAGIC 0u           /* u64 */
+#define PSY_OFF_VERSION 8u         /* u32 */
+#define PSY_OFF_LAYOUT_HASH 12u    /* u32 */
+#define PSY_OFF_INIT_STATE 16u     /* u32, PSY_INIT_READY once usable */
+#define PSY_OFF_MODE 20u           /* u32, psy_mode */
+#define PSY_OFF_CAPACITY 24u       /* u32, ring bytes */
+#define PSY_OFF_MAX_SLOTS 28u      /* u32 */
+#define PSY_OFF_RING_OFFSET 32u    /* u32 */
+#define PSY_OFF_PRODUCER_OWNER 36u /* u32, slot + 1 of the exclusive producer, 0 if none */
+#define PSY_OFF_CONSUMER_OWNER 40u /* u32, slot + 1 of the exclusive consumer, 0 if none */
+#define PSY_OFF_CREATED_MS 48u     /* u64, wall clock at creation */
+/* cursors, each on its own line: producers and consumers must not false-share */
+#define PSY_OFF_TAIL 64u        /* u32 position */
+#define PSY_OFF_CLAIM_TAIL 128u /* u32 position */
+#define PSY_OFF_HEAD 192u       /* u32 position */
+#define PSY_OFF_CLAIM_HEAD 256u /* u32 position */
+/* event counts for futex waiting: bumped after a publish / a release */
+#define PSY_OFF_DATA_SEQ 320u      /* u32 */
+#define PSY_OFF_DATA_WAITERS 324u  /* u32 */
+#define PSY_OFF_SPACE_SEQ 384u     /* u32 */
+#define PSY_OFF_SPACE_WAITERS 388u /* u32 */
+/* totals of slots that were freed (live slots keep their own counters) */
+#define PSY_OFF_RETIRED 448u       /* 5 x u64, in the order of the slot counters */
+#define PSY_CONTROL_SIZE 4096u
+
+/* participant slots */
+#define PSY_OFF_SLOTS 4096u
+#define PSY_SLOT_SIZE 128u
+#define PSY_SLOT_STATE 0u          /* u32, PSY_SLOT_FREE / PSY_SLOT_ACTIVE */
+#define PSY_SLOT_PID 4u            /* u32 */
+#define PSY_SLOT_START_TIME 8u     /* u64, /proc/PID/stat field 22 (clock ticks since boot) */
+#define PSY_SLOT_ROLES 16u         /* u32, PSY_ROLE_* bits */
+#define PSY_SLOT_GENERATION 20u    /* u32, bumped each time the slot is taken */
+#define PSY_SLOT_MSGS_SENT 24u     /* u64, written by the owner only */
+#define PSY_SLOT_BYTES_SENT 32u    /* u64 */
+#define PSY_SLOT_MSGS_RECEIVED 40u /* u64 */
+#define PSY_SLOT_BYTES_RECEIVED 48u /* u64 */
+#define PSY_SLOT_FULL_EVENTS 56u   /* u64 */
+#define PSY_SLOT_READ_POS 64u      /* u32, BROADCAST subscriber cursor (own line: the producer reads it) */
+#define PSY_SLOT_CLAIMING_POS 68u  /* u32, SPMC/MPMC: position being taken, for crash recovery */
+#define PSY_SLOT_HELD_POS 72u      /* u32, position of the record this slot holds */
+#define PSY_SLOT_HELD 76u          /* u32, 1 while it holds one */
+
+#define PSY_RING_OFFSET 16384u
+
+/* records */
+#define PSY_REC_HEADER 16u
+#define PSY_REC_ALIGN 16u
+#define PSY_REC_LENGTH 0u
+#define PSY_REC_TYPE 4u
+#define PSY_REC_STATE 8u
+#define PSY_REC_POSITION 12u
+
+#define PSY_REC_CLAIMED 1u   /* space taken, payload being written */
+#define PSY_REC_COMMITTED 2u /* visible to consumers */
+#define PSY_REC_ABANDONED 3u /* skipped: its producer released or died before committing */
+#define PSY_REC_TAKEN 4u     /* SPMC/MPMC: owned by the consumer in the owner bits */
+#define PSY_REC_DONE 5u      /* SPMC/MPMC: released, space reclaimable */
+
+#define PSY_SLOT_FREE 0u
+#define PSY_SLOT_ACTIVE 1u
+#define PSY_ROLE_PRODUCER 1u
+#define PSY_ROLE_CONSUMER 2u
+
+/* byte-range lock offsets in the segment file (advisory; may lie past the end of the file) */
+#define PSY_LOCK_ATTACH 0
+#define PSY_LOCK_SLOT(i) (1 + (i))
+
+_Static_assert(PSY_OFF_TAIL % PSY_CACHE_LINE == 0, "tail on its own line");
+_Static_assert(PSY_OFF_CLAIM_TAIL - PSY_OFF_TAIL >= PSY_CACHE_LINE, "claim_tail apart from tail");
+_Static_assert(PSY_OFF_HEAD - PSY_OFF_CLAIM_TAIL >= PSY_CACHE_LINE, "head apart from producers");
+_Static_assert(PSY_OFF_CLAIM_HEAD - PSY_OFF_HEAD >= PSY_CACHE_LINE, "claim_head apart from head");
+_Static_assert(PSY_OFF_DATA_SEQ - PSY_OFF_CLAIM_HEAD >= PSY_CACHE_LINE, "event counts apart");
+_Static_assert(PSY_OFF_SPACE_SEQ - PSY_OFF_DATA_SEQ >= PSY_CACHE_LINE, "event counts apart");
+_Static_assert(PSY_OFF_RETIRED + 5 * 8 <= PSY_CONTROL_SIZE, "control block fits");
+_Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
+_Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
+_Static_assert(PSY_SLOT_HELD + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
+_Static_assert(PSY_RING_OFFSET % PSY_PAGE == 0, "ring is page aligned (it is mapped twice)");
+_Static_assert(PSY_REC_HEADER % 16 == 0, "payloads stay 16-aligned");
+_Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a power of two");
+
+/* Every constant TypeScript may use, by name: psy_layout() renders this list as "NAME=VALUE;". */
+#define PSY_LAYOUT_CONSTANTS(X)                                                                    \
+  X(LAYOUT_VERSION) X(CACHE_LINE) X(MIN_CAPACITY) X(MAX_CAPACITY) X(DEFAULT_CAPACITY)               \
+  X(MAX_SLOTS) X(NAME_MAX) X(OFF_VERSION) X(OFF_LAYOUT_HASH) X(OFF_INIT_STATE) X(OFF_MODE)          \
+  X(OFF_CAPACITY) X(OFF_MAX_SLOTS) X(OFF_RING_OFFSET) X(OFF_PRODUCER_OWNER) X(OFF_CONSUMER_OWNER)   \
+  X(OFF_CREATED_MS) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD) X(OFF_CLAIM_HEAD) X(OFF_DATA_SEQ)     \
+  X(OFF_SPACE_SEQ) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
+  X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
+  X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
+  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
+  X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
+  X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
+  X(ROLE_CONSUMER) X(INIT_READY)
+
+#endif

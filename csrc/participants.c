@@ -1,0 +1,146 @@
+/* Participants: one slot per attached handle, owned through an OFD byte lock that the kernel
+ * releases when the owner dies, so liveness never trusts a pid (reuse, zombies, namespaces). */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef F_OFD_SETLK /* macOS: process-associated locks; also released on death */
+#define F_OFD_GETLK F_GETLK
+#define F_OFD_SETLK F_SETLK
+#define F_OFD_SETLKW F_SETLKW
+#endif
+
+int lock_byte(int fd, short type, long byte, int wait) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  int rc;
+  do rc = fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+  while (rc && errno == EINTR && !wait);
+  return rc;
+}
+
+int byte_locked_by_other(int fd, long byte) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  if (fcntl(fd, F_OFD_GETLK, &fl)) return 1; /* cannot tell: assume alive, never steal */
+  return fl.l_type != F_UNLCK;
+}
+
+int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot) {
+  if (slot >= PSY_MAX_SLOTS) return 0;
+  if ((int32_t)slot == ch->slot) return 1;
+  return byte_locked_by_other(ch->fd, PSY_LOCK_SLOT(slot));
+}
+
+/* Field 22 of /proc/self/stat: with the pid it names this process uniquely (for humans and
+ * tools; liveness itself comes from the lock). 0 where /proc is missing. */
+static uint64_t own_start_time(void) {
+  static uint64_t cached;
+  if (cached) return cached;
+  FILE *f = fopen("/proc/self/stat", "r");
+  if (!f) return 0;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')'); /* the command name may contain spaces */
+  if (!p) return 0;
+  unsigned long long start = 0;
+  /* after ')': field 3 (state) ... field 22 (starttime) */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+    return 0;
+  return cached = start;
+}
+
+static const uint32_t counter_offsets[5] = {PSY_SLOT_MSGS_SENT, PSY_SLOT_BYTES_SENT, PSY_SLOT_MSGS_RECEIVED,
+                                            PSY_SLOT_BYTES_RECEIVED, PSY_SLOT_FULL_EVENTS};
+
+/* Fold a slot's counters into the channel totals and free its exclusive roles. The caller owns
+ * the slot's lock, so its previous owner is gone. */
+static void retire_slot(psy_channel *ch, uint32_t slot) {
+  uint8_t *s = slot_at(ch, slot);
+  for (int i = 0; i < 5; i++) {
+    uint64_t *counter = (uint64_t *)(s + counter_offsets[i]);
+    __atomic_fetch_add(u64_at(ch, PSY_OFF_RETIRED + 8 * i), *counter, __ATOMIC_SEQ_CST);
+    *counter = 0;
+  }
+  cas32(u32_at(ch, PSY_OFF_PRODUCER_OWNER), slot + 1, 0);
+  cas32(u32_at(ch, PSY_OFF_CONSUMER_OWNER), slot + 1, 0);
+  store32((uint32_t *)(s + PSY_SLOT_ROLES), 0);
+  store32((uint32_t *)(s + PSY_SLOT_HELD), 0);
+  store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_FREE);
+}
+
+int32_t participants_join(psy_channel *ch) {
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
+    if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_SLOT(i), 0)) continue; /* a live owner holds it */
+    uint8_t *s = slot_at(ch, i);
+    if (load32((uint32_t *)(s + PSY_SLOT_STATE)) != PSY_SLOT_FREE) retire_slot(ch, i); /* died attached */
+    *(uint32_t *)(s + PSY_SLOT_PID) = (uint32_t)getpid();
+    *(uint64_t *)(s + PSY_SLOT_START_TIME) = own_start_time();
+    *(uint32_t *)(s + PSY_SLOT_GENERATION) += 1;
+    store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_ACTIVE);
+    ch->slot = (int32_t)i;
+    return 0;
+  }
+  return psy_fail(PSY_E_SLOTS, "channel %s has %u live participants, the most it can hold", ch->path + 7, PSY_MAX_SLOTS);
+}
+
+void participants_leave(psy_channel *ch) {
+  retire_slot(ch, (uint32_t)ch->slot);
+  lock_byte(ch->fd, F_UNLCK, PSY_LOCK_SLOT(ch->slot), 0);
+}
+
+/* Which roles a mode lets only one live handle hold. */
+static uint32_t exclusive_roles(int32_t mode) {
+  switch (mode) {
+  case PSY_SPSC: return PSY_ROLE_PRODUCER | PSY_ROLE_CONSUMER;
+  case PSY_MPSC: return PSY_ROLE_CONSUMER;
+  case PSY_SPMC: return PSY_ROLE_PRODUCER;
+  case PSY_BROADCAST: return PSY_ROLE_PRODUCER;
+  default: return 0;
+  }
+}
+
+int32_t participants_take_role(psy_channel *ch, uint32_t role) {
+  if (role != PSY_ROLE_PRODUCER && role != PSY_ROLE_CONSUMER)
+    return psy_fail(PSY_E_INVALID_ARG, "unknown role %u", role);
+  if (ch->roles & role) return 0;
+  if (exclusive_roles(ch->mode) & role) {
+    uint32_t *owner = u32_at(ch, role == PSY_ROLE_PRODUCER ? PSY_OFF_PRODUCER_OWNER : PSY_OFF_CONSUMER_OWNER);
+    uint32_t mine = (uint32_t)ch->slot + 1;
+    for (;;) {
+      uint32_t current = load32(owner);
+      if (current == mine || (current == 0 && cas32(owner, 0, mine))) break;
+      if (current == 0) continue;
+      if (current > PSY_MAX_SLOTS) { /* garbage: whoever holds it is nobody */
+        if (cas32(owner, current, mine)) break;
+        continue;
+      }
+      if (psy_slot_alive(ch, current - 1)) {
+        uint32_t pid = *(uint32_t *)(slot_at(ch, current - 1) + PSY_SLOT_PID);
+        return psy_fail(PSY_E_ROLE, "channel %s is %s and process %u is already its %s", ch->path + 7,
+                        ch->mode == PSY_SPSC ? "SPSC" : ch->mode == PSY_MPSC ? "MPSC" : ch->mode == PSY_SPMC ? "SPMC" : "BROADCAST",
+                        pid, role == PSY_ROLE_PRODUCER ? "producer" : "consumer");
+      }
+      if (cas32(owner, current, mine)) break; /* its holder died: the role is free */
+    }
+  }
+  ch->roles |= role;
+  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_ROLES), role, __ATOMIC_SEQ_CST);
+  return 0;
+}
+
+int32_t psy_take_role(psy_channel *ch, uint32_t role) { return participants_take_role(ch, role); }

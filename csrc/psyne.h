@@ -1,0 +1,103 @@
+/* psyne C API: named shared-memory channels that Bun, C and Python processes can share.
+ *
+ * Every function takes the channel handle first and returns 0 (or a non-negative value) on
+ * success and a negative PSY_E_* code on failure; psy_last_error() then describes the failure
+ * with the values involved. Handles are not thread-safe: use one per thread.
+ *
+ * Producer:  idx = psy_claim(ch, n, type);  write n bytes at psy_payload(ch, idx);  psy_commit(ch, idx);
+ * Consumer:  idx = psy_poll(ch);  read psy_polled(ch)->length bytes at psy_payload(ch, idx);  psy_release(ch);
+ */
+#ifndef PSYNE_H
+#define PSYNE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct psy_channel psy_channel;
+
+enum psy_mode { PSY_SPSC = 0, PSY_MPSC = 1, PSY_SPMC = 2, PSY_MPMC = 3, PSY_BROADCAST = 4 };
+enum psy_open_mode { PSY_CREATE_OR_ATTACH = 0, PSY_CREATE = 1, PSY_ATTACH = 2 };
+
+enum psy_error {
+  PSY_E_EMPTY = -1,        /* nothing to receive (an outcome, not a failure) */
+  PSY_E_FULL = -2,         /* no room now (an outcome, not a failure) */
+  PSY_E_TOO_LARGE = -3,    /* the message can never fit */
+  PSY_E_INVALID_NAME = -4, /* name is not 1..200 of [A-Za-z0-9._-], or starts with '.' */
+  PSY_E_EXISTS = -5,       /* PSY_CREATE on a channel that exists */
+  PSY_E_NOT_FOUND = -6,    /* PSY_ATTACH on a channel that does not exist */
+  PSY_E_CONFIG = -7,       /* requested capacity or mode disagrees with the channel */
+  PSY_E_CORRUPT = -8,      /* the segment is not a valid psyne channel */
+  PSY_E_ROLE = -9,         /* the mode allows one producer/consumer and another holds it */
+  PSY_E_SYSTEM = -10,      /* an operating-system call failed (errno in the message) */
+  PSY_E_STATE = -11,       /* misuse: commit of a record not claimed, too many unsent, ... */
+  PSY_E_INVALID_ARG = -12, /* a bad argument (capacity out of range, unknown mode) */
+  PSY_E_UNSUPPORTED = -13, /* not implemented for this mode yet */
+  PSY_E_SLOTS = -14,       /* every participant slot is taken by a live process */
+};
+
+/* The record a successful psy_poll() returned; process-local memory, safe to read. */
+typedef struct psy_polled_record {
+  uint32_t index;  /* ring index of the record header */
+  uint32_t length; /* payload bytes */
+  uint32_t type;   /* type id given to psy_claim */
+  uint32_t span;   /* bytes the record occupies in the ring */
+} psy_polled_record;
+
+/* Opens (creates or attaches to) channel `name`. capacity 0 adopts the existing channel's size
+ * (or the default when creating); mode -1 adopts the existing mode (or SPSC when creating).
+ * capacity is rounded up to a power of two. permissions: file mode of a new segment (0600).
+ * On failure returns NULL and stores a PSY_E_* code in *error. */
+psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
+                      int32_t open_mode, int32_t *error);
+/* Detaches; the last handle to detach removes an empty segment. Frees the handle. */
+int32_t psy_close(psy_channel *ch);
+
+/* Takes PSY_ROLE_PRODUCER or PSY_ROLE_CONSUMER now (claim and poll take them on first use). */
+int32_t psy_take_role(psy_channel *ch, uint32_t role);
+
+/* Reserves a record of `length` payload bytes; returns its ring index, PSY_E_FULL or an error. */
+int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type);
+/* Publishes a claimed record. Records become visible in claim order. */
+int32_t psy_commit(psy_channel *ch, uint32_t index);
+/* Drops a claimed record unsent; consumers skip it. */
+int32_t psy_abandon(psy_channel *ch, uint32_t index);
+
+/* Looks at the next record without consuming it: its index, or PSY_E_EMPTY. Releases the record
+ * this handle held before, if any. Details are in psy_polled(). */
+int32_t psy_poll(psy_channel *ch);
+/* Puts the polled record back: the next psy_poll returns it again. */
+int32_t psy_unpoll(psy_channel *ch);
+/* Consumes the polled record; its space may be reused at once. */
+int32_t psy_release(psy_channel *ch);
+const psy_polled_record *psy_polled(const psy_channel *ch);
+
+/* The mapping: the segment starts at psy_base(); the ring at psy_base() + PSY_RING_OFFSET is
+ * mapped twice in a row, so psy_map_size() = PSY_RING_OFFSET + 2 * capacity. */
+uint8_t *psy_base(const psy_channel *ch);
+uint8_t *psy_payload(const psy_channel *ch, uint32_t index);
+double psy_map_size(const psy_channel *ch);
+uint32_t psy_capacity(const psy_channel *ch);
+int32_t psy_mode(const psy_channel *ch);
+int32_t psy_slot(const psy_channel *ch);
+/* Bytes of the ring in use by records not yet released (may lag messages in flight). */
+uint32_t psy_used(const psy_channel *ch);
+
+/* 1 if participant slot `slot` is held by a live process (the kernel vouches), else 0. */
+int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);
+
+/* Removes the segment named `name` (0, or PSY_E_NOT_FOUND). Attached handles keep working. */
+int32_t psy_unlink(const char *name);
+
+/* A description of the last failure on this thread, with the values involved. */
+const char *psy_last_error(void);
+/* "NAME=VALUE;" for every constant of layout.h that other languages need. */
+const char *psy_layout(void);
+uint32_t psy_layout_hash(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,474 @@
+// A channel handle: opens the segment through the C core, maps it once, and moves messages
+// in and out of it. Follow one message: new FloatVector(ch, n) -> [ALLOC] -> psy_claim;
+// ch.send(v) -> psy_commit; ch.receive() -> psy_poll -> a typed-array view of the record.
+import { ptr, toArrayBuffer } from "bun:ffi";
+import {
+  ChannelFullError,
+  fromNative,
+  InvalidChannelNameError,
+  MessageTooLargeError,
+  MessageTypeError,
+  NativeCode,
+  PsyneError,
+} from "./errors";
+import { cstr, type Handle, lastError, lib } from "./ffi";
+import { layout } from "./layout";
+import {
+  ALLOC,
+  accepts,
+  BUFFER,
+  ByteVector,
+  DISCARD,
+  JsonType,
+  META,
+  type Message,
+  type MessageChannel,
+  type MessageClass,
+  type MessageMeta,
+  MessageState,
+  type MessageType,
+  RELEASE,
+  TextType,
+  TypeId,
+  typeById,
+} from "./messages";
+
+/** Channel modes; see SPEC.md for what each guarantees. */
+export const ChannelMode = {
+  SPSC: "SPSC",
+  MPSC: "MPSC",
+  SPMC: "SPMC",
+  MPMC: "MPMC",
+  BROADCAST: "BROADCAST",
+} as const;
+export type ChannelMode = (typeof ChannelMode)[keyof typeof ChannelMode];
+const modeIds: Record<ChannelMode, number> = { SPSC: 0, MPSC: 1, SPMC: 2, MPMC: 3, BROADCAST: 4 };
+const modeNames = Object.keys(modeIds) as ChannelMode[];
+
+export type OpenMode = "create-or-attach" | "create" | "attach";
+const openModeIds: Record<OpenMode, number> = { "create-or-attach": 0, create: 1, attach: 2 };
+
+export interface ChannelOptions {
+  /** Bytes of message storage, rounded up to a power of two (4096 to 1 GiB); default 4 MiB, or the existing channel's. */
+  bufferSize?: number;
+  /** Default SPSC, or the existing channel's. */
+  mode?: ChannelMode;
+  /** File mode of a new segment; default 0o600. */
+  permissions?: number;
+  open?: OpenMode;
+  /** Take this role at once instead of at the first send or receive. */
+  role?: "producer" | "consumer";
+}
+
+export interface ProcessInfo {
+  pid: number;
+  roles: Array<"producer" | "consumer">;
+  alive: boolean;
+  self: boolean;
+  messagesSent: number;
+  messagesReceived: number;
+}
+
+export interface ChannelStats {
+  mode: ChannelMode;
+  capacity: number;
+  bytesInUse: number;
+  messagesSent: number;
+  bytesSent: number;
+  messagesReceived: number;
+  bytesReceived: number;
+  fullEvents: number;
+  processes: ProcessInfo[];
+}
+
+const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
+
+/** Splits a channel URI, validating the name before any system call. */
+export function parseUri(uri: unknown): { scheme: string; name: string } {
+  if (typeof uri !== "string") throw new InvalidChannelNameError(`channel URI must be a string, got ${typeof uri}`);
+  const match = /^([a-z]+):\/\/(.*)$/.exec(uri);
+  if (!match) throw new InvalidChannelNameError(`invalid channel URI '${uri}': expected ipc://NAME or memory://NAME`);
+  const [, scheme, name] = match;
+  if (scheme === "tcp" || scheme === "unix")
+    throw new PsyneError("UNSUPPORTED", `${scheme}:// channels are a later milestone; use ipc:// or memory://`);
+  if (scheme !== "ipc" && scheme !== "memory")
+    throw new InvalidChannelNameError(`unknown channel scheme '${scheme}://' in '${uri}': use ipc:// or memory://`);
+  if (!NAME_PATTERN.test(name))
+    throw new InvalidChannelNameError(
+      `invalid channel name '${name}' in '${uri}': use 1 to 200 of [A-Za-z0-9._-], not starting with '.'`,
+    );
+  return { scheme, name };
+}
+
+/** The segment name behind a URI; memory:// channels are private to this process and its Workers. */
+function segmentName(scheme: string, name: string): string {
+  return scheme === "memory" ? `mem-${process.pid}-${name}` : name;
+}
+
+const openChannels = new Set<Channel>();
+let exitHookInstalled = false;
+function trackOpen(channel: Channel): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    // a normal exit detaches; signals and crashes are handled by liveness instead
+    process.on("exit", () => {
+      for (const c of [...openChannels]) c.close();
+    });
+  }
+  openChannels.add(channel);
+}
+
+export class Channel implements MessageChannel {
+  readonly uri: string;
+  /** The channel's name (the part after ipc://). */
+  readonly name: string;
+  readonly mode: ChannelMode;
+  /** Bytes of message storage (the rounded capacity). */
+  readonly bufferSize: number;
+
+  #handle: Handle | null;
+  #buffer: ArrayBuffer;
+  #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
+  #polledBuffer: ArrayBuffer;
+  #held: Message | null = null; // the received message this handle holds
+  #payloadBase: number; // buffer offset of ring index 0's payload
+
+  constructor(uri: string, options: ChannelOptions = {}) {
+    const { scheme, name } = parseUri(uri);
+    const bufferSize = options.bufferSize ?? 0;
+    if (!Number.isInteger(bufferSize) || bufferSize < 0)
+      throw new PsyneError("INVALID_ARGUMENT", `bufferSize must be a positive integer, got ${String(options.bufferSize)}`);
+    if (bufferSize > layout.MAX_CAPACITY)
+      throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is larger than the maximum ${layout.MAX_CAPACITY}`);
+    if (bufferSize !== 0 && bufferSize < 64)
+      throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is too small: at least ${layout.MIN_CAPACITY} bytes are used, ask for 64 or more`);
+    const mode = options.mode;
+    if (mode !== undefined && !(mode in modeIds))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${String(mode)}: use one of ${modeNames.join(", ")}`);
+    const open = options.open ?? "create-or-attach";
+    if (!(open in openModeIds))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown open mode ${String(open)}: use create-or-attach, create or attach`);
+    const permissions = options.permissions ?? 0o600;
+    if (!Number.isInteger(permissions) || permissions < 0 || permissions > 0o777)
+      throw new PsyneError("INVALID_ARGUMENT", `permissions must be a file mode from 0 to 0o777, got ${String(permissions)}`);
+
+    const errorOut = new Int32Array(new ArrayBuffer(4));
+    const handle = lib.psy_open(
+      cstr(segmentName(scheme, name)),
+      bufferSize,
+      mode === undefined ? -1 : modeIds[mode],
+      permissions,
+      openModeIds[open],
+      ptr(errorOut),
+    );
+    if (!handle) throw fromNative(errorOut[0], lastError());
+    this.#handle = handle;
+    this.uri = uri;
+    this.name = name;
+    this.mode = modeNames[lib.psy_mode(handle)];
+    this.bufferSize = lib.psy_capacity(handle);
+    this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
+    this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
+    this.#polled = new Uint32Array(this.#polledBuffer);
+    this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
+    trackOpen(this);
+    if (options.role) {
+      if (options.role !== "producer" && options.role !== "consumer") {
+        this.close();
+        throw new PsyneError("INVALID_ARGUMENT", `role must be "producer" or "consumer", got ${String(options.role)}`);
+      }
+      const rc = lib.psy_take_role(handle, options.role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
+      if (rc < 0) {
+        const err = fromNative(rc, lastError());
+        this.close();
+        throw err;
+      }
+    }
+  }
+
+  get closed(): boolean {
+    return this.#handle === null;
+  }
+
+  #open(): Handle {
+    if (this.#handle === null) throw new PsyneError("CHANNEL_CLOSED", `channel ${this.uri} is closed`);
+    return this.#handle;
+  }
+
+  // ---- sending ------------------------------------------------------------------------------
+
+  /** Claims a record; returns its payload offset in the mapping, or -1 if full and `orNull`. */
+  [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
+    const handle = this.#open();
+    const index = lib.psy_claim(handle, byteLength, type.typeId);
+    if (index >= 0) return this.#payloadBase + index;
+    if (index === NativeCode.FULL) {
+      if (orNull) return -1;
+      const used = lib.psy_used(handle);
+      throw new ChannelFullError(
+        `channel ${this.uri} is full: capacity ${this.bufferSize}, used ${used}, asked ${byteLength} (+${layout.REC_HEADER} header)`,
+        this.bufferSize,
+        used,
+        byteLength,
+      );
+    }
+    if (index === NativeCode.TOO_LARGE) {
+      const maxSize = this.bufferSize - layout.REC_HEADER;
+      throw new MessageTooLargeError(
+        `a ${type.typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
+        byteLength,
+        maxSize,
+      );
+    }
+    throw fromNative(index, lastError());
+  }
+
+  [BUFFER](): ArrayBuffer {
+    return this.#buffer;
+  }
+
+  /** Allocates a message in the channel, or returns null when the channel is full. */
+  tryAlloc<M>(type: MessageClass<M>, length?: number): M | null {
+    const offset = this[ALLOC](type.byteLengthFor(length ?? 0), type, true);
+    if (offset < 0) return null;
+    const meta: MessageMeta = {
+      channel: this,
+      type,
+      typeId: type.typeId,
+      state: MessageState.Allocated,
+      byteOffset: offset,
+      byteLength: type.byteLengthFor(length ?? 0),
+    };
+    const message = type.view(meta, this.#buffer);
+    return message as M;
+  }
+
+  /**
+   * Publishes a message allocated in this channel (zero-copy), or copies data in: a string
+   * (arrives as text), a typed array or ArrayBuffer (arrives as a ByteVector), or a message from
+   * elsewhere (arrives as its type). An allocated message must not be used after send.
+   */
+  send(data: Message | string | ArrayBufferView | ArrayBuffer): void {
+    const handle = this.#open();
+    const meta = (data as Message)?.[META];
+    if (meta && meta.channel === this && meta.state === MessageState.Allocated) {
+      const rc = lib.psy_commit(handle, (meta.byteOffset - this.#payloadBase) >>> 0);
+      if (rc < 0) throw fromNative(rc, lastError());
+      meta.state = MessageState.Sent;
+      return;
+    }
+    if (meta) {
+      if (meta.state === MessageState.Allocated)
+        throw new PsyneError("INVALID_STATE", `a message allocated on ${meta.channel?.uri} cannot be sent on ${this.uri}`);
+      if (meta.state === MessageState.Sent) throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was already sent`);
+      if (meta.state === MessageState.Released)
+        throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was released; copy() it to keep it`);
+      this.#copyIn((data as Message).bytes(), meta.type, meta.typeId);
+      return;
+    }
+    if (typeof data === "string") return this.#sendText(data, TextType);
+    if (ArrayBuffer.isView(data)) {
+      this.#copyIn(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), ByteVector, TypeId.ByteVector);
+      return;
+    }
+    if (data instanceof ArrayBuffer) return this.#copyIn(new Uint8Array(data), ByteVector, TypeId.ByteVector);
+    throw new PsyneError(
+      "INVALID_ARGUMENT",
+      `send() takes a message, a string, a typed array or an ArrayBuffer, got ${data === null ? "null" : typeof data}; use sendJson() for other values`,
+    );
+  }
+
+  /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
+  sendJson(value: unknown): void {
+    const text = JSON.stringify(value);
+    if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `sendJson() cannot encode ${typeof value}`);
+    this.#sendText(text, JsonType);
+  }
+
+  #sendText(text: string, type: MessageType): void {
+    const byteLength = Buffer.byteLength(text, "utf8");
+    const offset = this[ALLOC](byteLength, type, false);
+    new TextEncoder().encodeInto(text, new Uint8Array(this.#buffer, offset, byteLength));
+    this.#commitAt(offset);
+  }
+
+  #copyIn(bytes: Uint8Array, type: MessageType, typeId: number): void {
+    const offset = this[ALLOC](bytes.byteLength, { typeName: type.typeName, typeId }, false);
+    new Uint8Array(this.#buffer, offset, bytes.byteLength).set(bytes);
+    this.#commitAt(offset);
+  }
+
+  #commitAt(offset: number): void {
+    const rc = lib.psy_commit(this.#handle!, offset - this.#payloadBase);
+    if (rc < 0) throw fromNative(rc, lastError());
+  }
+
+  [DISCARD](message: Message): void {
+    const meta = message[META];
+    const rc = lib.psy_abandon(this.#open(), meta.byteOffset - this.#payloadBase);
+    if (rc < 0) throw fromNative(rc, lastError());
+    meta.state = MessageState.Released;
+  }
+
+  // ---- receiving ----------------------------------------------------------------------------
+
+  /**
+   * The next message, or null when there is none; never blocks. With a type, a message of
+   * another type throws MessageTypeError and stays in the channel. The message is a view of
+   * channel memory, valid until release(), this handle's next receive(), or the end of a
+   * `using` block; copy() keeps it longer.
+   */
+  receive<M>(type?: MessageClass<M>): M | null;
+  receive(): Message | null;
+  receive<M>(type?: MessageClass<M>): M | Message | null {
+    const handle = this.#open();
+    this.#dropHeld();
+    const index = lib.psy_poll(handle);
+    if (index < 0) {
+      if (index === NativeCode.EMPTY) return null;
+      throw fromNative(index, lastError());
+    }
+    const polled = this.#polled;
+    const length = polled[1];
+    const typeId = polled[2];
+    let viewType: MessageType | undefined = type;
+    if (type) {
+      if (!accepts(type, typeId)) {
+        lib.psy_unpoll(handle);
+        const actual = typeById(typeId)?.typeName ?? `type#${typeId}`;
+        throw new MessageTypeError(
+          `the next message on ${this.uri} is a ${actual}, not a ${type.typeName}; it stays in the channel (receive() without a type takes any)`,
+          type.typeName,
+          actual,
+        );
+      }
+      if (type.byteLengthFor(undefined) > length) {
+        lib.psy_unpoll(handle);
+        throw new MessageTypeError(
+          `the next message on ${this.uri} has ${length} bytes, too short for ${type.typeName} (${type.byteLengthFor(undefined)})`,
+          type.typeName,
+          `${length}-byte message`,
+        );
+      }
+      if (type === ByteVector) viewType = typeById(typeId) ?? ByteVector;
+    } else {
+      viewType = typeById(typeId) ?? ByteVector;
+    }
+    const meta: MessageMeta = {
+      channel: this,
+      type: viewType!,
+      typeId,
+      state: MessageState.Received,
+      byteOffset: this.#payloadBase + index,
+      byteLength: length,
+    };
+    const message = viewType!.view(meta, this.#buffer);
+    this.#held = message;
+    return message;
+  }
+
+  /** Marks the held message released (the C side frees it at the next poll or release). */
+  #dropHeld(): void {
+    if (this.#held) {
+      this.#held[META].state = MessageState.Released;
+      this.#held = null;
+    }
+  }
+
+  [RELEASE](message: Message): void {
+    const meta = message[META];
+    if (meta.state !== MessageState.Received) return;
+    // a view made with .as() shares the record with the held message
+    if (this.#held && this.#held[META].byteOffset === meta.byteOffset) {
+      this.#dropHeld();
+      const rc = lib.psy_release(this.#open());
+      if (rc < 0) throw fromNative(rc, lastError());
+    }
+    meta.state = MessageState.Released;
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  /**
+   * Counters and participants. Totals include processes that detached; they may lag messages
+   * in flight.
+   */
+  stats(): ChannelStats {
+    this.#open();
+    const view = new DataView(this.#buffer);
+    const u64 = (offset: number) => Number(view.getBigUint64(offset, true));
+    const counters = [layout.SLOT_MSGS_SENT, layout.SLOT_BYTES_SENT, layout.SLOT_MSGS_RECEIVED, layout.SLOT_BYTES_RECEIVED, layout.SLOT_FULL_EVENTS];
+    const totals = counters.map((_, i) => u64(layout.OFF_RETIRED + 8 * i));
+    const processes: ProcessInfo[] = [];
+    const self = lib.psy_slot(this.#handle!);
+    for (let slot = 0; slot < layout.MAX_SLOTS; slot++) {
+      const base = layout.OFF_SLOTS + slot * layout.SLOT_SIZE;
+      if (view.getUint32(base + layout.SLOT_STATE, true) !== layout.SLOT_ACTIVE) continue;
+      counters.forEach((offset, i) => (totals[i] += u64(base + offset)));
+      const roleBits = view.getUint32(base + layout.SLOT_ROLES, true);
+      processes.push({
+        pid: view.getUint32(base + layout.SLOT_PID, true),
+        roles: [
+          ...(roleBits & layout.ROLE_PRODUCER ? (["producer"] as const) : []),
+          ...(roleBits & layout.ROLE_CONSUMER ? (["consumer"] as const) : []),
+        ],
+        alive: lib.psy_slot_alive(this.#handle!, slot) === 1,
+        self: slot === self,
+        messagesSent: u64(base + layout.SLOT_MSGS_SENT),
+        messagesReceived: u64(base + layout.SLOT_MSGS_RECEIVED),
+      });
+    }
+    return {
+      mode: this.mode,
+      capacity: this.bufferSize,
+      bytesInUse: lib.psy_used(this.#handle!),
+      messagesSent: totals[0],
+      bytesSent: totals[1],
+      messagesReceived: totals[2],
+      bytesReceived: totals[3],
+      fullEvents: totals[4],
+      processes,
+    };
+  }
+
+  /**
+   * Detaches. Allocated, unsent messages are dropped; a held message is released. The last
+   * process to detach removes the segment unless it still holds undelivered messages.
+   */
+  close(): void {
+    const handle = this.#handle;
+    if (handle === null) return;
+    this.#dropHeld();
+    this.#handle = null;
+    openChannels.delete(this);
+    // detach the views first: a view over unmapped memory would crash the process
+    this.#buffer.transfer(0);
+    this.#polledBuffer.transfer(0);
+    lib.psy_close(handle);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/**
+ * Opens a channel: the first opener creates it, later openers attach.
+ *   createChannel("ipc://sensor_data", 4 * 1024 * 1024, ChannelMode.SPSC)
+ *   createChannel("ipc://sensor_data", { bufferSize, mode, permissions, open, role })
+ */
+export function createChannel(uri: string, bufferSize?: number, mode?: ChannelMode): Channel;
+export function createChannel(uri: string, options?: ChannelOptions): Channel;
+export function createChannel(uri: string, sizeOrOptions?: number | ChannelOptions, mode?: ChannelMode): Channel {
+  if (typeof sizeOrOptions === "object" && sizeOrOptions !== null) return new Channel(uri, sizeOrOptions);
+  return new Channel(uri, { bufferSize: sizeOrOptions, mode });
+}
+
+/** Removes a channel's segment by name or URI; true if it existed. Attached processes keep working. */
+export function removeChannel(nameOrUri: string): boolean {
+  const { scheme, name } = parseUri(nameOrUri.includes("://") ? nameOrUri : `ipc://${nameOrUri}`);
+  const rc = lib.psy_unlink(cstr(segmentName(scheme, name)));
+  if (rc === 0) return true;
+  if (rc === NativeCode.NOT_FOUND) return false;
+  throw fromNative(rc, lastError());
+}

@@ -1,0 +1,71 @@
+// The one door to native code: loads the C core, declares every symbol, and turns a failure to
+// load into a PsyneError that names the platform, the library path and what to do.
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { PsyneError } from "./errors";
+
+const { ptr: P, i32, u32, f64, cstring } = FFIType;
+
+const symbols = {
+  // segment lifecycle
+  psy_open: { args: [cstring, u32, i32, u32, i32, P], returns: P },
+  psy_close: { args: [P], returns: i32 },
+  psy_unlink: { args: [cstring], returns: i32 },
+  psy_base: { args: [P], returns: P },
+  psy_map_size: { args: [P], returns: f64 },
+  psy_capacity: { args: [P], returns: u32 },
+  psy_mode: { args: [P], returns: i32 },
+  // participants
+  psy_take_role: { args: [P, u32], returns: i32 },
+  psy_slot: { args: [P], returns: i32 },
+  psy_slot_alive: { args: [P, u32], returns: i32 },
+  // ring (the hot path: i32/u32/ptr only, never a BigInt)
+  psy_claim: { args: [P, u32, u32], returns: i32 },
+  psy_commit: { args: [P, u32], returns: i32 },
+  psy_abandon: { args: [P, u32], returns: i32 },
+  psy_poll: { args: [P], returns: i32 },
+  psy_unpoll: { args: [P], returns: i32 },
+  psy_release: { args: [P], returns: i32 },
+  psy_polled: { args: [P], returns: P },
+  psy_used: { args: [P], returns: u32 },
+  // diagnostics and layout
+  psy_last_error: { args: [], returns: cstring },
+  psy_layout: { args: [], returns: cstring },
+  psy_layout_hash: { args: [], returns: u32 },
+} as const;
+
+const platform = `${process.platform}-${process.arch}`;
+const libFile = process.platform === "darwin" ? "libpsyne.dylib" : "libpsyne.so";
+
+/** Where the shared object is: PSYNE_LIB, else the build for this platform inside the package. */
+export const libraryPath: string =
+  process.env.PSYNE_LIB ?? fileURLToPath(new URL(`../prebuilds/${platform}/lib/${libFile}`, import.meta.url));
+
+function load() {
+  if (!existsSync(libraryPath)) {
+    throw new PsyneError(
+      "NATIVE_LIBRARY",
+      `psyne has no native library for ${platform} at ${libraryPath}: supported are linux-x64 and linux-arm64; ` +
+        "run `npm run build:native` (needs the Zig 0.11 toolchain) or set PSYNE_LIB",
+    );
+  }
+  try {
+    return dlopen(libraryPath, symbols).symbols;
+  } catch (err) {
+    throw new PsyneError(
+      "NATIVE_LIBRARY",
+      `psyne could not load ${libraryPath} on ${platform}: ${(err as Error).message}` +
+        " (inside a compiled executable, Bun extracts it to $TMPDIR or $BUN_TMPDIR, which must be writable)",
+    );
+  }
+}
+
+export const lib = load();
+export type Handle = Pointer;
+
+/** The last C failure on this thread, with the values involved. */
+export const lastError = (): string => String(lib.psy_last_error());
+
+/** A NUL-terminated UTF-8 copy of `s` for cstring arguments. */
+export const cstr = (s: string): Buffer => Buffer.from(`${s}\0`, "utf8");

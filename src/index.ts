@@ -1,0 +1,15 @@
+// psyne's public API: exactly the names of SPEC.md that are implemented (test/exports.test.ts).
+export { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, createChannel, removeChannel } from "./channel";
+export {
+  ChannelConfigError,
+  ChannelCorruptError,
+  ChannelExistsError,
+  ChannelFullError,
+  ChannelNotFoundError,
+  ChannelRoleError,
+  InvalidChannelNameError,
+  MessageTooLargeError,
+  MessageTypeError,
+  PsyneError,
+} from "./errors";
+export { ByteVector, DoubleVector, defineMessage, FloatVector, Int32Vector, type Message } from "./messages";

@@ -1,0 +1,461 @@
+// Message types: typed-array vectors and fixed-layout structs whose memory is the message's bytes
+// inside the channel. A message is allocated in place, written, sent; a received one is a view of
+// channel memory until it is released.
+import { PsyneError } from "./errors";
+
+/** What a message needs from its channel; implemented by Channel under these symbol keys. */
+export const ALLOC = Symbol("psyne.alloc");
+export const BUFFER = Symbol("psyne.buffer");
+export const RELEASE = Symbol("psyne.release");
+export const DISCARD = Symbol("psyne.discard");
+
+export interface MessageChannel {
+  /** Payload byte offset of a new record in [BUFFER], or -1 when full and `orNull`. */
+  [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number;
+  [BUFFER](): ArrayBuffer;
+  [RELEASE](message: Message): void;
+  [DISCARD](message: Message): void;
+  readonly uri: string;
+}
+
+export const enum MessageState {
+  Allocated, // in the channel, not sent yet
+  Sent, // published; the producer must not touch it
+  Received, // a view of a received record, valid until released
+  Released, // its record may be overwritten
+  Detached, // a copy in process memory
+}
+
+/** Per-message bookkeeping, kept on the message under META. */
+export interface MessageMeta {
+  channel: MessageChannel | null;
+  type: MessageType;
+  typeId: number; // the id on the wire (differs from type.typeId for an unknown type viewed as bytes)
+  state: MessageState;
+  byteOffset: number; // payload offset in the buffer
+  byteLength: number; // payload bytes
+}
+
+export const META = Symbol("psyne.meta");
+
+/** Members every message has, vectors and structs alike. */
+export interface Message {
+  /** The type's name: "FloatVector", "text", "json", a defineMessage name, or "type#ID" if unknown here. */
+  readonly type: string;
+  readonly typeId: number;
+  /** Bytes of payload. */
+  readonly byteLength: number;
+  /** Ends a received message's validity and frees its space (also done by the next receive()). */
+  release(): void;
+  /** Drops an allocated message without sending it. */
+  discard(): void;
+  /** A copy in process memory, valid forever; sending it copies it into a channel. */
+  copy(): this;
+  /** The same bytes viewed as another type (for a message received without a type). */
+  as<M>(type: MessageClass<M>): M;
+  /** The payload as a Uint8Array view (same memory). */
+  bytes(): Uint8Array;
+  /** The payload decoded as UTF-8. */
+  text(): string;
+  /** The payload decoded as UTF-8 JSON. */
+  json<T = unknown>(): T;
+  [Symbol.dispose](): void;
+  [META]: MessageMeta;
+}
+
+/** A message class: a vector type, a defineMessage struct, or the text/json pseudo-types. */
+export interface MessageType {
+  readonly typeName: string;
+  readonly typeId: number;
+  /** Builds the message object over bytes that already exist. */
+  view(meta: MessageMeta, buffer: ArrayBuffer): Message;
+  /** Payload bytes for `count` elements (vectors) or the struct size. */
+  byteLengthFor(count: number | undefined): number;
+}
+
+export interface MessageClass<M> extends MessageType {
+  new (channel: MessageChannel, length?: number): M;
+}
+
+export const TypeId = { FloatVector: 1, DoubleVector: 2, Int32Vector: 3, ByteVector: 4, text: 5, json: 6 } as const;
+
+const registry = new Map<number, MessageType>();
+export const typeById = (id: number): MessageType | undefined => registry.get(id);
+
+function register(type: MessageType): void {
+  const existing = registry.get(type.typeId);
+  if (existing && existing.typeName !== type.typeName)
+    throw new PsyneError(
+      "INVALID_ARGUMENT",
+      `message type ${type.typeName} has type id ${type.typeId}, already used by ${existing.typeName}: rename one`,
+    );
+  registry.set(type.typeId, type);
+}
+
+const decoder = new TextDecoder();
+
+function stateError(meta: MessageMeta, action: string): PsyneError {
+  const what = ["allocated and unsent", "already sent", "received", "released", "a detached copy"][meta.state];
+  return new PsyneError("INVALID_STATE", `cannot ${action} a ${meta.type.typeName} message that is ${what}`);
+}
+
+/** Methods shared by vectors and structs; installed on both prototypes. */
+const messageMethods = {
+  get type(this: Message) {
+    const meta = this[META];
+    return meta.typeId === meta.type.typeId ? meta.type.typeName : `type#${meta.typeId}`;
+  },
+  get typeId(this: Message) {
+    return this[META].typeId;
+  },
+  release(this: Message) {
+    const meta = this[META];
+    if (meta.state === MessageState.Received) meta.channel?.[RELEASE](this);
+    else if (meta.state === MessageState.Allocated) throw stateError(meta, "release");
+  },
+  discard(this: Message) {
+    const meta = this[META];
+    if (meta.state !== MessageState.Allocated) throw stateError(meta, "discard");
+    meta.channel?.[DISCARD](this);
+  },
+  [Symbol.dispose](this: Message) {
+    const meta = this[META];
+    if (meta.state === MessageState.Received) meta.channel?.[RELEASE](this);
+    else if (meta.state === MessageState.Allocated) meta.channel?.[DISCARD](this);
+  },
+  bytes(this: Message) {
+    const meta = this[META];
+    return new Uint8Array(bufferOf(this), meta.byteOffset, meta.byteLength);
+  },
+  text(this: Message) {
+    return decoder.decode(this.bytes());
+  },
+  json(this: Message) {
+    return JSON.parse(this.text());
+  },
+  copy(this: Message) {
+    const meta = this[META];
+    if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "copy");
+    const buffer = bufferOf(this).slice(meta.byteOffset, meta.byteOffset + meta.byteLength);
+    const copyMeta: MessageMeta = { ...meta, channel: null, state: MessageState.Detached, byteOffset: 0 };
+    return meta.type.view(copyMeta, buffer);
+  },
+  as(this: Message, type: MessageType) {
+    const meta = this[META];
+    if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "view");
+    if (type.byteLengthFor(undefined) > meta.byteLength)
+      throw new PsyneError(
+        "MESSAGE_TYPE",
+        `a ${this.type} message of ${meta.byteLength} bytes is too short for ${type.typeName} (${type.byteLengthFor(undefined)} bytes)`,
+      );
+    const view = type.view({ ...meta, type }, bufferOf(this));
+    // the view shares the record: releasing either releases both
+    return view;
+  },
+};
+
+function bufferOf(message: Message): ArrayBuffer {
+  const meta = message[META];
+  if (meta.channel) return meta.channel[BUFFER]();
+  return (message as unknown as { buffer: ArrayBuffer }).buffer ?? (message as unknown as StructInstance).view.buffer;
+}
+
+function installMessageMethods(prototype: object): void {
+  const descriptors = Object.getOwnPropertyDescriptors(messageMethods);
+  for (const key of Reflect.ownKeys(descriptors)) {
+    if (key === "byteLength") continue;
+    Object.defineProperty(prototype, key, { ...descriptors[key as keyof typeof descriptors], enumerable: false });
+  }
+}
+
+function checkCount(typeName: string, count: unknown): number {
+  if (typeof count !== "number" || !Number.isInteger(count) || count < 0 || count > 0xffffffff)
+    throw new PsyneError("INVALID_ARGUMENT", `${typeName} length must be an integer from 0 to 2^32-1, got ${String(count)}`);
+  return count;
+}
+
+function checkChannel(typeName: string, channel: unknown): MessageChannel {
+  if (!channel || typeof (channel as MessageChannel)[ALLOC] !== "function")
+    throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel()`);
+  return channel as MessageChannel;
+}
+
+// ---- vectors -------------------------------------------------------------------------------
+
+type TypedArrayConstructor =
+  | Float32ArrayConstructor
+  | Float64ArrayConstructor
+  | Int32ArrayConstructor
+  | Uint8ArrayConstructor;
+
+/** A vector type: `new T(channel, n)` allocates n elements in the channel. */
+export interface VectorClass<A> extends MessageClass<A & Message> {
+  new (channel: MessageChannel, length: number): A & Message;
+  readonly BYTES_PER_ELEMENT: number;
+}
+
+// Set just before constructing a view of existing bytes; the constructor then skips allocation.
+let pendingView: { meta: MessageMeta; buffer: ArrayBuffer } | null = null;
+
+function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: number): VectorClass<A> {
+  const elementSize = Base.BYTES_PER_ELEMENT;
+  // @ts-ignore: a class over a union of typed-array constructors
+  class Vector extends Base {
+    static readonly typeName = typeName;
+    static readonly typeId = typeId;
+    // derived arrays (subarray, map, filter, slice) are plain typed arrays, not messages
+    static get [Symbol.species]() {
+      return Base;
+    }
+    declare [META]: MessageMeta;
+
+    constructor(channel: MessageChannel, length: number) {
+      const view = pendingView;
+      if (view) {
+        pendingView = null;
+        super(view.buffer, view.meta.byteOffset, Math.floor(view.meta.byteLength / elementSize));
+        this[META] = view.meta;
+        return;
+      }
+      const ch = checkChannel(typeName, channel);
+      const byteLength = checkCount(typeName, length) * elementSize;
+      const offset = ch[ALLOC](byteLength, Vector, false);
+      super(ch[BUFFER](), offset, length);
+      this[META] = { channel: ch, type: Vector, typeId, state: MessageState.Allocated, byteOffset: offset, byteLength };
+    }
+
+    static view(meta: MessageMeta, buffer: ArrayBuffer): Message {
+      pendingView = { meta, buffer };
+      return new Vector(null as unknown as MessageChannel, 0) as unknown as Message;
+    }
+
+    static byteLengthFor(count: number | undefined): number {
+      return count === undefined ? 0 : checkCount(typeName, count) * elementSize;
+    }
+  }
+  installMessageMethods(Vector.prototype);
+  Object.defineProperty(Vector, "name", { value: typeName });
+  register(Vector as unknown as MessageType);
+  return Vector as unknown as VectorClass<A>;
+}
+
+export const FloatVector = vectorClass<Float32Array>(Float32Array, "FloatVector", TypeId.FloatVector);
+export type FloatVector = InstanceType<typeof FloatVector>;
+export const DoubleVector = vectorClass<Float64Array>(Float64Array, "DoubleVector", TypeId.DoubleVector);
+export type DoubleVector = InstanceType<typeof DoubleVector>;
+export const Int32Vector = vectorClass<Int32Array>(Int32Array, "Int32Vector", TypeId.Int32Vector);
+export type Int32Vector = InstanceType<typeof Int32Vector>;
+export const ByteVector = vectorClass<Uint8Array>(Uint8Array, "ByteVector", TypeId.ByteVector);
+export type ByteVector = InstanceType<typeof ByteVector>;
+
+/** Pseudo-types of the copying sends: their messages arrive as ByteVectors. */
+function bytesPseudoType(typeName: string, typeId: number): MessageType {
+  const type: MessageType = {
+    typeName,
+    typeId,
+    view: (meta, buffer) => ByteVector.view({ ...meta, type }, buffer),
+    byteLengthFor: () => 0,
+  };
+  register(type);
+  return type;
+}
+export const TextType = bytesPseudoType("text", TypeId.text);
+export const JsonType = bytesPseudoType("json", TypeId.json);
+
+/** Does a message of wire type `typeId` satisfy receive(type)? Text and JSON are bytes too. */
+export function accepts(type: MessageType, typeId: number): boolean {
+  return type.typeId === typeId || (type === ByteVector && (typeId === TypeId.text || typeId === TypeId.json));
+}
+
+// ---- structs -------------------------------------------------------------------------------
+
+type Scalar = "u8" | "i8" | "u16" | "i16" | "u32" | "i32" | "u64" | "i64" | "f32" | "f64" | "bool";
+export type FieldSpec = Scalar | [Exclude<Scalar, "u64" | "i64" | "bool">, number];
+
+type ScalarValue<S> = S extends "u64" | "i64" ? bigint : S extends "bool" ? boolean : number;
+type ArrayValue<S> = S extends "f32"
+  ? Float32Array
+  : S extends "f64"
+    ? Float64Array
+    : S extends "u8"
+      ? Uint8Array
+      : S extends "i8"
+        ? Int8Array
+        : S extends "u16"
+          ? Uint16Array
+          : S extends "i16"
+            ? Int16Array
+            : S extends "u32"
+              ? Uint32Array
+              : Int32Array;
+export type StructFields<F extends Record<string, FieldSpec>> = {
+  [K in keyof F]: F[K] extends [infer S, number] ? ArrayValue<S> : F[K] extends Scalar ? ScalarValue<F[K]> : never;
+};
+
+export interface StructClass<F extends Record<string, FieldSpec>> extends MessageClass<StructFields<F> & Message> {
+  new (channel: MessageChannel): StructFields<F> & Message;
+  readonly byteLength: number;
+  readonly fields: Readonly<Record<string, { offset: number; spec: FieldSpec }>>;
+}
+
+interface StructInstance {
+  view: DataView;
+}
+
+const scalarSize: Record<Scalar, number> = { u8: 1, i8: 1, bool: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, u64: 8, i64: 8, f64: 8 };
+const arrayCtor = {
+  u8: Uint8Array,
+  i8: Int8Array,
+  u16: Uint16Array,
+  i16: Int16Array,
+  u32: Uint32Array,
+  i32: Int32Array,
+  f32: Float32Array,
+  f64: Float64Array,
+} as const;
+
+function fnv1a(text: string): number {
+  let hash = 2166136261;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 16777619);
+  return hash >>> 0;
+}
+
+function scalarAccessor(scalar: Scalar, offset: number): PropertyDescriptor {
+  const at = (self: StructInstance & Message) => {
+    const meta = self[META];
+    if (meta.state === MessageState.Released || meta.state === MessageState.Sent)
+      throw stateError(meta, "read or write");
+    return meta.byteOffset + offset;
+  };
+  const le = true;
+  const rw: Record<Scalar, [(v: DataView, o: number) => unknown, (v: DataView, o: number, x: never) => void]> = {
+    u8: [(v, o) => v.getUint8(o), (v, o, x) => v.setUint8(o, x)],
+    i8: [(v, o) => v.getInt8(o), (v, o, x) => v.setInt8(o, x)],
+    bool: [(v, o) => v.getUint8(o) !== 0, (v, o, x) => v.setUint8(o, x ? 1 : 0)],
+    u16: [(v, o) => v.getUint16(o, le), (v, o, x) => v.setUint16(o, x, le)],
+    i16: [(v, o) => v.getInt16(o, le), (v, o, x) => v.setInt16(o, x, le)],
+    u32: [(v, o) => v.getUint32(o, le), (v, o, x) => v.setUint32(o, x, le)],
+    i32: [(v, o) => v.getInt32(o, le), (v, o, x) => v.setInt32(o, x, le)],
+    f32: [(v, o) => v.getFloat32(o, le), (v, o, x) => v.setFloat32(o, x, le)],
+    f64: [(v, o) => v.getFloat64(o, le), (v, o, x) => v.setFloat64(o, x, le)],
+    u64: [(v, o) => v.getBigUint64(o, le), (v, o, x) => v.setBigUint64(o, BigInt(x), le)],
+    i64: [(v, o) => v.getBigInt64(o, le), (v, o, x) => v.setBigInt64(o, BigInt(x), le)],
+  };
+  const [read, write] = rw[scalar];
+  return {
+    get(this: StructInstance & Message) {
+      return read(this.view, at(this));
+    },
+    set(this: StructInstance & Message, value: never) {
+      write(this.view, at(this), value);
+    },
+    enumerable: true,
+  };
+}
+
+function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: number, field: string): PropertyDescriptor {
+  const Ctor = arrayCtor[element];
+  return {
+    get(this: StructInstance & Message) {
+      const meta = this[META];
+      if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "read or write");
+      return new Ctor(this.view.buffer, meta.byteOffset + offset, count);
+    },
+    set(this: StructInstance & Message, value: ArrayLike<number>) {
+      if (value.length > count)
+        throw new PsyneError("INVALID_ARGUMENT", `field ${field} holds ${count} elements, got ${value.length}`);
+      (this as unknown as Record<string, InstanceType<typeof Ctor>>)[field].set(value as never);
+    },
+    enumerable: true,
+  };
+}
+
+/**
+ * A fixed-layout struct message type, laid out like a C struct (fields in order, each aligned to
+ * its size, little-endian). The type id is a hash of the name and layout, so processes that define
+ * the same struct agree, and a process with a different layout gets MessageTypeError.
+ *
+ *   const Request = defineMessage("Request", { request_id: "u64", op: "u32", value: "f64", data: ["f32", 16] });
+ *   const r = new Request(channel); r.op = 1; channel.send(r);
+ */
+export function defineMessage<F extends Record<string, FieldSpec>>(name: string, fields: F): StructClass<F> {
+  if (typeof name !== "string" || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name))
+    throw new PsyneError("INVALID_ARGUMENT", `message name must be an identifier, got ${JSON.stringify(name)}`);
+  const layoutOf: Record<string, { offset: number; spec: FieldSpec }> = {};
+  const descriptors: PropertyDescriptorMap = {};
+  let offset = 0;
+  let maxAlign = 1;
+  for (const [field, spec] of Object.entries(fields)) {
+    const [element, count] = Array.isArray(spec) ? spec : [spec, 0];
+    const size = scalarSize[element as Scalar];
+    const isArray = Array.isArray(spec);
+    if (!size || (isArray && (!(element in arrayCtor) || !Number.isInteger(count) || count < 1)))
+      throw new PsyneError("INVALID_ARGUMENT", `field ${field} of ${name} has an unknown type ${JSON.stringify(spec)}`);
+    if (field in messageMethods || field === "view" || field === "constructor")
+      throw new PsyneError("INVALID_ARGUMENT", `field name ${field} of ${name} is reserved`);
+    offset = Math.ceil(offset / size) * size;
+    maxAlign = Math.max(maxAlign, size);
+    layoutOf[field] = { offset, spec };
+    descriptors[field] = isArray
+      ? arrayAccessor(element as keyof typeof arrayCtor, count, offset, field)
+      : scalarAccessor(element as Scalar, offset);
+    offset += size * (isArray ? count : 1);
+  }
+  const byteLength = Math.ceil(offset / maxAlign) * maxAlign;
+  const signature = `${name}{${Object.entries(layoutOf)
+    .map(([f, l]) => `${f}:${JSON.stringify(l.spec)}@${l.offset}`)
+    .join(",")}}`;
+  let typeId = fnv1a(signature);
+  if (typeId < 256) typeId += 256; // ids below 256 are psyne's own
+
+  let viewing: { meta: MessageMeta; buffer: ArrayBuffer } | null = null;
+  class Struct {
+    static readonly typeName = name;
+    static readonly typeId = typeId;
+    static readonly byteLength = byteLength;
+    static readonly fields = Object.freeze(layoutOf);
+    declare [META]: MessageMeta;
+    declare view: DataView;
+
+    constructor(channel: MessageChannel) {
+      if (viewing) {
+        const { meta, buffer } = viewing;
+        viewing = null;
+        this[META] = meta;
+        this.view = new DataView(buffer);
+        return;
+      }
+      const ch = checkChannel(name, channel);
+      const at = ch[ALLOC](byteLength, Struct, false);
+      this.view = new DataView(ch[BUFFER]());
+      this[META] = { channel: ch, type: Struct, typeId, state: MessageState.Allocated, byteOffset: at, byteLength };
+    }
+
+    get byteLength(): number {
+      return byteLength;
+    }
+
+    toJSON(): Record<string, unknown> {
+      const out: Record<string, unknown> = {};
+      for (const field of Object.keys(layoutOf)) {
+        const value = (this as unknown as Record<string, unknown>)[field];
+        out[field] = typeof value === "bigint" ? value.toString() : ArrayBuffer.isView(value) ? Array.from(value as Float32Array) : value;
+      }
+      return out;
+    }
+
+    static view(meta: MessageMeta, buffer: ArrayBuffer): Message {
+      viewing = { meta, buffer };
+      return new Struct(null as unknown as MessageChannel) as unknown as Message;
+    }
+
+    static byteLengthFor(): number {
+      return byteLength;
+    }
+  }
+  Object.defineProperties(Struct.prototype, descriptors);
+  installMessageMethods(Struct.prototype);
+  Object.defineProperty(Struct, "name", { value: name });
+  register(Struct as unknown as MessageType);
+  return Struct as unknown as StructClass<F>;
+}

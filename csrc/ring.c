@@ -184,8 +184,20 @@ void ring_close(psy_channel *ch) {
   }
 }
 
+/* Does the ring hold a committed record nobody received? Walks head..tail with every length
+ * bounded; a ring it cannot make sense of counts as holding messages (never delete data blindly). */
 int ring_has_unread(const psy_channel *ch) {
-  return load32(u32_at(ch, PSY_OFF_TAIL)) != load32(u32_at(ch, PSY_OFF_HEAD));
+  uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL));
+  uint32_t pos = load32(u32_at(ch, PSY_OFF_HEAD));
+  if (tail - pos > ch->capacity) return 1;
+  while (pos != tail) {
+    const uint8_t *rec = record_at(ch, pos);
+    uint32_t length = *(const uint32_t *)(rec + PSY_REC_LENGTH);
+    uint32_t state = *(const uint32_t *)(rec + PSY_REC_STATE) & 0xff;
+    if (length > ch->capacity || record_span(length) > tail - pos || state != PSY_REC_ABANDONED) return 1;
+    pos += record_span(length);
+  }
+  return 0;
 }
 
 uint32_t psy_used(const psy_channel *ch) {

@@ -15,7 +15,7 @@ pub fn build(b: *std.Build) void {
         "-Wall",
         "-Wextra",
         "-Werror",
-        "-fvisibility=default",
+        "-fvisibility=hidden", // only PSY_API functions are exported
     });
     lib.linkLibC();
     b.installArtifact(lib);

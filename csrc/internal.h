@@ -33,13 +33,16 @@ struct psy_channel {
   uint32_t claim_pos;  /* next position to claim */
   uint32_t pub_pos;    /* published tail */
   uint32_t head_cache; /* last head seen; re-read only when it says full */
+  uint32_t was_full;   /* the last claim found no room: count a full event once */
   psy_pending pending[PSY_MAX_PENDING];
   uint32_t pending_first, pending_count;
 
   /* consumer */
   uint32_t read_pos;   /* next record to read */
   uint32_t tail_cache; /* last tail seen; re-read only when it says empty */
-  uint32_t held;
+  uint32_t held;     /* holds the record at held_pos */
+  uint32_t held_pos;
+  uint32_t unpolled; /* the held record was put back: the next poll returns it again */
   psy_polled_record polled;
 };
 
@@ -78,6 +81,6 @@ int byte_locked_by_other(int fd, long byte);
 
 /* ring.c */
 void ring_close(psy_channel *ch);
-int ring_has_unread(const psy_channel *ch);
+int ring_has_unread(psy_channel *ch);
 
 #endif

@@ -32,7 +32,8 @@
  *   head        positions below it are free for producers. SPSC/MPSC: the consumer stores it on
  *               release. SPMC/MPMC: advanced over DONE records by whoever releases. BROADCAST:
  *               unused; the producer's limit is the slowest live subscriber's slot read_pos.
- *   claim_head  SPMC/MPMC: consumers take the next record with a CAS on it.
+ *   claim_head  SPMC/MPMC: consumers take the next record with a CAS on it; a record given back
+ *               returns to COMMITTED behind it and is counted in `returned`.
  *
  * Liveness: each slot is owned by whoever holds an OFD write lock on byte PSY_LOCK_SLOT(i) of the
  * segment file; the kernel drops it when the owner dies. Byte PSY_LOCK_ATTACH is read-locked by
@@ -72,6 +73,7 @@
 #define PSY_OFF_CLAIM_TAIL 128u /* u32 position */
 #define PSY_OFF_HEAD 192u       /* u32 position */
 #define PSY_OFF_CLAIM_HEAD 256u /* u32 position */
+#define PSY_OFF_RETURNED 260u   /* u32, SPMC/MPMC: taken records given back behind claim_head */
 /* event counts for futex waiting: bumped after a publish / a release */
 #define PSY_OFF_DATA_SEQ 320u      /* u32 */
 #define PSY_OFF_DATA_WAITERS 324u  /* u32 */
@@ -144,7 +146,7 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(LAYOUT_VERSION) X(CACHE_LINE) X(MIN_CAPACITY) X(MAX_CAPACITY) X(DEFAULT_CAPACITY)               \
   X(MAX_SLOTS) X(NAME_MAX) X(OFF_VERSION) X(OFF_LAYOUT_HASH) X(OFF_INIT_STATE) X(OFF_MODE)          \
   X(OFF_CAPACITY) X(OFF_MAX_SLOTS) X(OFF_RING_OFFSET) X(OFF_PRODUCER_OWNER) X(OFF_CONSUMER_OWNER)   \
-  X(OFF_CREATED_MS) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD) X(OFF_CLAIM_HEAD) X(OFF_DATA_SEQ)     \
+  X(OFF_CREATED_MS) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD) X(OFF_CLAIM_HEAD) X(OFF_RETURNED) X(OFF_DATA_SEQ)     \
   X(OFF_SPACE_SEQ) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \

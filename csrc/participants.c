@@ -143,4 +143,3 @@ int32_t participants_take_role(psy_channel *ch, uint32_t role) {
   return 0;
 }
 
-int32_t psy_take_role(psy_channel *ch, uint32_t role) { return participants_take_role(ch, role); }

@@ -16,6 +16,12 @@
 extern "C" {
 #endif
 
+#if defined(__GNUC__)
+#define PSY_API __attribute__((visibility("default")))
+#else
+#define PSY_API
+#endif
+
 typedef struct psy_channel psy_channel;
 
 enum psy_mode { PSY_SPSC = 0, PSY_MPSC = 1, PSY_SPMC = 2, PSY_MPMC = 3, PSY_BROADCAST = 4 };
@@ -50,52 +56,52 @@ typedef struct psy_polled_record {
  * (or the default when creating); mode -1 adopts the existing mode (or SPSC when creating).
  * capacity is rounded up to a power of two. permissions: file mode of a new segment (0600).
  * On failure returns NULL and stores a PSY_E_* code in *error. */
-psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
+PSY_API psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
                       int32_t open_mode, int32_t *error);
 /* Detaches; the last handle to detach removes an empty segment. Frees the handle. */
-int32_t psy_close(psy_channel *ch);
+PSY_API int32_t psy_close(psy_channel *ch);
 
 /* Takes PSY_ROLE_PRODUCER or PSY_ROLE_CONSUMER now (claim and poll take them on first use). */
-int32_t psy_take_role(psy_channel *ch, uint32_t role);
+PSY_API int32_t psy_take_role(psy_channel *ch, uint32_t role);
 
 /* Reserves a record of `length` payload bytes; returns its ring index, PSY_E_FULL or an error. */
-int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type);
+PSY_API int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type);
 /* Publishes a claimed record. Records become visible in claim order. */
-int32_t psy_commit(psy_channel *ch, uint32_t index);
+PSY_API int32_t psy_commit(psy_channel *ch, uint32_t index);
 /* Drops a claimed record unsent; consumers skip it. */
-int32_t psy_abandon(psy_channel *ch, uint32_t index);
+PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
 
 /* Looks at the next record without consuming it: its index, or PSY_E_EMPTY. Releases the record
  * this handle held before, if any. Details are in psy_polled(). */
-int32_t psy_poll(psy_channel *ch);
+PSY_API int32_t psy_poll(psy_channel *ch);
 /* Puts the polled record back: the next psy_poll returns it again. */
-int32_t psy_unpoll(psy_channel *ch);
+PSY_API int32_t psy_unpoll(psy_channel *ch);
 /* Consumes the polled record; its space may be reused at once. */
-int32_t psy_release(psy_channel *ch);
-const psy_polled_record *psy_polled(const psy_channel *ch);
+PSY_API int32_t psy_release(psy_channel *ch);
+PSY_API const psy_polled_record *psy_polled(const psy_channel *ch);
 
 /* The mapping: the segment starts at psy_base(); the ring at psy_base() + PSY_RING_OFFSET is
  * mapped twice in a row, so psy_map_size() = PSY_RING_OFFSET + 2 * capacity. */
-uint8_t *psy_base(const psy_channel *ch);
-uint8_t *psy_payload(const psy_channel *ch, uint32_t index);
-double psy_map_size(const psy_channel *ch);
-uint32_t psy_capacity(const psy_channel *ch);
-int32_t psy_mode(const psy_channel *ch);
-int32_t psy_slot(const psy_channel *ch);
+PSY_API uint8_t *psy_base(const psy_channel *ch);
+PSY_API uint8_t *psy_payload(const psy_channel *ch, uint32_t index);
+PSY_API double psy_map_size(const psy_channel *ch);
+PSY_API uint32_t psy_capacity(const psy_channel *ch);
+PSY_API int32_t psy_mode(const psy_channel *ch);
+PSY_API int32_t psy_slot(const psy_channel *ch);
 /* Bytes of the ring in use by records not yet released (may lag messages in flight). */
-uint32_t psy_used(const psy_channel *ch);
+PSY_API uint32_t psy_used(const psy_channel *ch);
 
 /* 1 if participant slot `slot` is held by a live process (the kernel vouches), else 0. */
-int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);
+PSY_API int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);
 
 /* Removes the segment named `name` (0, or PSY_E_NOT_FOUND). Attached handles keep working. */
-int32_t psy_unlink(const char *name);
+PSY_API int32_t psy_unlink(const char *name);
 
 /* A description of the last failure on this thread, with the values involved. */
-const char *psy_last_error(void);
+PSY_API const char *psy_last_error(void);
 /* "NAME=VALUE;" for every constant of layout.h that other languages need. */
-const char *psy_layout(void);
-uint32_t psy_layout_hash(void);
+PSY_API const char *psy_layout(void);
+PSY_API uint32_t psy_layout_hash(void);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,18 @@
-/* Ring operations: claim, commit and abandon on the producer side; poll, unpoll and release on
- * the consumer side. Every value read from shared memory is bounded before it is used, so a
- * corrupted segment yields PSY_E_CORRUPT, never an access outside the mapping or a hang.
+/* Ring operations for every mode: claim, commit and abandon on the producer side; poll, unpoll
+ * and release on the consumer side. Every value read from shared memory is bounded before use, so
+ * a corrupted segment yields PSY_E_CORRUPT, never an access outside the mapping or a hang.
+ *
+ * Producers. One producer (SPSC, SPMC, BROADCAST) claims from a private position and publishes
+ * tail itself, in claim order. Several (MPSC, MPMC) take space with a CAS on claim_tail, write
+ * the record header's position tag last, and commit by storing the record state; whoever commits
+ * the record at tail then advances tail over every finished record (advance_tail).
+ *
+ * Consumers. One consumer (SPSC, MPSC) reads from a private position and releases by storing
+ * head. A BROADCAST subscriber does the same with its slot's read_pos; the producer's free space
+ * ends at the slowest live subscriber. Work queues (SPMC, MPMC) take a record with a CAS on
+ * claim_head and mark it TAKEN; release marks it DONE and advances head over DONE records
+ * (advance_head). A taken record a consumer gives back (a type mismatch left at close) returns
+ * to COMMITTED behind claim_head and is counted in returned; takers look there first.
  *
  * Each side caches the other side's cursor and re-reads the shared one only when the cache says
  * full (producer) or empty (consumer): the cursor lines then move between cores rarely. */
@@ -8,33 +20,124 @@
 
 #include <string.h>
 
+static inline int multi_producer(const psy_channel *ch) { return ch->mode == PSY_MPSC || ch->mode == PSY_MPMC; }
+static inline int work_queue(const psy_channel *ch) { return ch->mode == PSY_SPMC || ch->mode == PSY_MPMC; }
+
 static uint64_t *slot_counter(psy_channel *ch, uint32_t offset) {
   return (uint64_t *)(slot_at(ch, (uint32_t)ch->slot) + offset);
 }
-
-static int32_t unsupported(psy_channel *ch) {
-  return psy_fail(PSY_E_UNSUPPORTED, "channel %s: mode %d is not implemented yet (only SPSC)", ch->path + 7, ch->mode);
+static uint32_t *own_slot_u32(psy_channel *ch, uint32_t offset) {
+  return (uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + offset);
 }
+static inline uint32_t *rec_u32(uint8_t *rec, uint32_t field) { return (uint32_t *)(rec + field); }
+static inline uint32_t mine(const psy_channel *ch, uint32_t state) { return state | ((uint32_t)ch->slot << 8); }
 
 static int32_t corrupt_cursors(psy_channel *ch, const char *what, uint32_t a, uint32_t b) {
   return psy_fail(PSY_E_CORRUPT, "channel %s is corrupt: %s (%u, %u) are more than capacity %u apart",
                   ch->path + 7, what, a, b, ch->capacity);
 }
 
-/* ---- producer ---------------------------------------------------------------------------- */
+/* A record header read from the ring: valid only if its tag matches and it fits `available`. */
+typedef struct {
+  uint32_t length, type, state, span;
+} record_header;
+
+static int read_header(const psy_channel *ch, uint32_t pos, uint32_t available, record_header *h) {
+  uint8_t *rec = record_at(ch, pos);
+  if (load32(rec_u32(rec, PSY_REC_POSITION)) != pos) return 0; /* acquire: the fields below are this lap's */
+  h->state = load32(rec_u32(rec, PSY_REC_STATE)) & 0xff;
+  h->length = *rec_u32(rec, PSY_REC_LENGTH);
+  h->type = *rec_u32(rec, PSY_REC_TYPE);
+  h->span = h->length > ch->capacity ? 0 : record_span(h->length);
+  return h->span != 0 && h->span <= available;
+}
+
+static int32_t corrupt_record(psy_channel *ch, uint32_t pos, uint32_t available) {
+  uint8_t *rec = record_at(ch, pos);
+  return psy_fail(PSY_E_CORRUPT, "channel %s is corrupt: record at position %u has length %u, state %u, tag %u, with %u bytes published",
+                  ch->path + 7, pos, *rec_u32(rec, PSY_REC_LENGTH), *rec_u32(rec, PSY_REC_STATE) & 0xff,
+                  *rec_u32(rec, PSY_REC_POSITION), available);
+}
+
+/* ---- producer: free space ---------------------------------------------------------------- */
+
+/* BROADCAST: free space ends at the slowest subscriber. With `reap`, subscribers whose process
+ * died stop holding the producer back. Returns the new head, or pub_pos if nobody subscribes. */
+static uint32_t slowest_subscriber(psy_channel *ch, int reap, int *corrupt) {
+  uint32_t head = ch->pub_pos, most_behind = 0;
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
+    uint8_t *s = slot_at(ch, i);
+    if (load32((uint32_t *)(s + PSY_SLOT_STATE)) != PSY_SLOT_ACTIVE) continue;
+    uint32_t *roles = (uint32_t *)(s + PSY_SLOT_ROLES);
+    if (!(load32(roles) & PSY_ROLE_CONSUMER)) continue;
+    uint32_t read_pos = load32((uint32_t *)(s + PSY_SLOT_READ_POS));
+    uint32_t behind = ch->pub_pos - read_pos;
+    if (behind > ch->capacity) {
+      *corrupt = 1;
+      continue;
+    }
+    if (behind && reap && !psy_slot_alive(ch, i)) {
+      __atomic_fetch_and(roles, ~PSY_ROLE_CONSUMER, __ATOMIC_SEQ_CST);
+      continue;
+    }
+    if (behind > most_behind) {
+      most_behind = behind;
+      head = read_pos;
+    }
+  }
+  store32(u32_at(ch, PSY_OFF_HEAD), head); /* for stats: bytes in use */
+  return head;
+}
+
+/* Re-reads where free space ends; returns 0 if `span` more bytes fit after `pos`. */
+static int32_t make_room(psy_channel *ch, uint32_t pos, uint32_t span) {
+  int corrupt = 0;
+  if (ch->mode == PSY_BROADCAST) {
+    ch->head_cache = slowest_subscriber(ch, 0, &corrupt);
+    if (!corrupt && pos - ch->head_cache + span > ch->capacity) ch->head_cache = slowest_subscriber(ch, 1, &corrupt);
+  } else {
+    ch->head_cache = load32(u32_at(ch, PSY_OFF_HEAD)); /* pairs with the consumers' store of head */
+  }
+  uint32_t used = pos - ch->head_cache;
+  if (corrupt || used > ch->capacity) return corrupt_cursors(ch, "claim position and head", pos, ch->head_cache);
+  if (used + span > ch->capacity) {
+    if (!ch->was_full) (*slot_counter(ch, PSY_SLOT_FULL_EVENTS))++; /* count becoming full, not retries */
+    ch->was_full = 1;
+    return PSY_E_FULL;
+  }
+  ch->was_full = 0;
+  return 0;
+}
 
 static int32_t become_producer(psy_channel *ch) {
   int32_t rc = participants_take_role(ch, PSY_ROLE_PRODUCER);
   if (rc) return rc;
-  /* start at the published tail: a dead predecessor's unpublished claims are simply reused */
+  /* single producer: start at the published tail; a dead predecessor's unpublished claims are
+   * simply reused. Several: positions live in claim_tail. */
   ch->claim_pos = ch->pub_pos = load32(u32_at(ch, PSY_OFF_TAIL));
-  ch->head_cache = load32(u32_at(ch, PSY_OFF_HEAD));
+  ch->head_cache = ch->mode == PSY_BROADCAST ? ch->pub_pos : load32(u32_at(ch, PSY_OFF_HEAD));
   if (ch->claim_pos - ch->head_cache > ch->capacity) return corrupt_cursors(ch, "tail and head", ch->claim_pos, ch->head_cache);
   return 0;
 }
 
+/* MPSC/MPMC: take [pos, pos + span) with a CAS on claim_tail. */
+static int32_t claim_shared(psy_channel *ch, uint32_t span, uint32_t *pos_out) {
+  uint32_t *claim_tail = u32_at(ch, PSY_OFF_CLAIM_TAIL);
+  for (;;) {
+    uint32_t pos = load32(claim_tail);
+    if (pos - ch->head_cache + span > ch->capacity) {
+      int32_t rc = make_room(ch, pos, span);
+      if (load32(claim_tail) != pos) continue; /* moved meanwhile: decide again on fresh values */
+      if (rc) return rc;
+    }
+    if (cas32(claim_tail, pos, pos + span)) {
+      *pos_out = pos;
+      return 0;
+    }
+  }
+}
+
 int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
-  if (ch->mode != PSY_SPSC) return unsupported(ch);
   if (!(ch->roles & PSY_ROLE_PRODUCER)) {
     int32_t rc = become_producer(ch);
     if (rc) return rc;
@@ -45,31 +148,50 @@ int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
   if (ch->pending_count == PSY_MAX_PENDING)
     return psy_fail(PSY_E_STATE, "channel %s: %u messages allocated and not sent; send or discard some first",
                     ch->path + 7, PSY_MAX_PENDING);
-  uint32_t span = record_span(length);
-  if (ch->claim_pos - ch->head_cache + span > ch->capacity) {
-    ch->head_cache = load32(u32_at(ch, PSY_OFF_HEAD)); /* pairs with the consumer's store in psy_release */
-    uint32_t used = ch->claim_pos - ch->head_cache;
-    if (used > ch->capacity) return corrupt_cursors(ch, "tail and head", ch->claim_pos, ch->head_cache);
-    if (used + span > ch->capacity) {
-      (*slot_counter(ch, PSY_SLOT_FULL_EVENTS))++;
-      return PSY_E_FULL;
+  uint32_t span = record_span(length), pos;
+  if (multi_producer(ch)) {
+    int32_t rc = claim_shared(ch, span, &pos);
+    if (rc) return rc;
+  } else {
+    pos = ch->claim_pos;
+    if (pos - ch->head_cache + span > ch->capacity) {
+      int32_t rc = make_room(ch, pos, span);
+      if (rc) return rc;
     }
+    ch->claim_pos += span;
   }
-  uint8_t *rec = record_at(ch, ch->claim_pos);
-  *(uint32_t *)(rec + PSY_REC_LENGTH) = length;
-  *(uint32_t *)(rec + PSY_REC_TYPE) = type;
-  *(uint32_t *)(rec + PSY_REC_STATE) = PSY_REC_CLAIMED | ((uint32_t)ch->slot << 8);
-  *(uint32_t *)(rec + PSY_REC_POSITION) = ch->claim_pos;
+  uint8_t *rec = record_at(ch, pos);
+  __atomic_store_n(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_CLAIMED), __ATOMIC_RELEASE);
+  *rec_u32(rec, PSY_REC_LENGTH) = length;
+  *rec_u32(rec, PSY_REC_TYPE) = type;
+  /* several producers: zero the alignment padding, so every byte of a lap is rewritten and a
+   * stale tag advance_tail() might read can only be the previous lap's (position - capacity) */
+  if (multi_producer(ch)) memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
+  /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
+  __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), pos, __ATOMIC_RELEASE);
   psy_pending *p = &ch->pending[(ch->pending_first + ch->pending_count++) % PSY_MAX_PENDING];
-  p->position = ch->claim_pos;
+  p->position = pos;
   p->span = span;
   p->length = length;
   p->done = 0;
-  ch->claim_pos += span;
-  return (int32_t)(p->position & ch->mask);
+  return (int32_t)(pos & ch->mask);
 }
 
-/* Publish every finished claim at the front of the pending queue, in claim order. */
+/* MPSC/MPMC: move tail over every finished record; stops at one still being written, whose
+ * producer moves it when it commits (both sides use seq_cst, so one of them sees the other). */
+static void advance_tail(psy_channel *ch) {
+  uint32_t *tail_p = u32_at(ch, PSY_OFF_TAIL), *claim_tail = u32_at(ch, PSY_OFF_CLAIM_TAIL);
+  for (;;) {
+    uint32_t tail = load32(tail_p), claimed = load32(claim_tail);
+    if (tail == claimed || claimed - tail > ch->capacity) return;
+    record_header h;
+    if (!read_header(ch, tail, claimed - tail, &h)) return; /* its claimer has not written the tag yet */
+    if (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED) return;
+    cas32(tail_p, tail, tail + h.span);
+  }
+}
+
+/* Single producer: publish finished claims at the front of the pending queue, in claim order. */
 static void publish(psy_channel *ch) {
   uint32_t before = ch->pub_pos;
   while (ch->pending_count && ch->pending[ch->pending_first].done) {
@@ -77,23 +199,33 @@ static void publish(psy_channel *ch) {
     ch->pending_first = (ch->pending_first + 1) % PSY_MAX_PENDING;
     ch->pending_count--;
   }
-  /* publish: pairs with the consumer's load of tail in psy_poll */
+  /* publish: pairs with the consumers' load of tail in poll */
   if (ch->pub_pos != before) store32(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos);
 }
 
 static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
-  if (ch->mode != PSY_SPSC) return unsupported(ch);
   for (uint32_t i = 0; i < ch->pending_count; i++) {
     psy_pending *p = &ch->pending[(ch->pending_first + i) % PSY_MAX_PENDING];
     if ((p->position & ch->mask) != index || p->done) continue;
-    uint8_t *rec = record_at(ch, p->position);
-    *(uint32_t *)(rec + PSY_REC_STATE) = state | ((uint32_t)ch->slot << 8);
+    /* commit: several producers need seq_cst against advance_tail()'s CAS-then-load; a single
+     * producer orders it with its publish of tail */
+    uint32_t *rec_state = rec_u32(record_at(ch, p->position), PSY_REC_STATE);
+    if (multi_producer(ch)) store32(rec_state, mine(ch, state));
+    else __atomic_store_n(rec_state, mine(ch, state), __ATOMIC_RELEASE);
     p->done = 1;
     if (state == PSY_REC_COMMITTED) {
       (*slot_counter(ch, PSY_SLOT_MSGS_SENT))++;
       *slot_counter(ch, PSY_SLOT_BYTES_SENT) += p->length;
     }
-    publish(ch);
+    if (multi_producer(ch)) {
+      while (ch->pending_count && ch->pending[ch->pending_first].done) {
+        ch->pending_first = (ch->pending_first + 1) % PSY_MAX_PENDING;
+        ch->pending_count--;
+      }
+      advance_tail(ch);
+    } else {
+      publish(ch);
+    }
     return 0;
   }
   return psy_fail(PSY_E_STATE, "channel %s: no unsent message at ring index %u (sent twice, or not allocated here)",
@@ -105,97 +237,210 @@ int32_t psy_abandon(psy_channel *ch, uint32_t index) { return finish(ch, index, 
 
 /* ---- consumer ---------------------------------------------------------------------------- */
 
+/* The shared word a single consumer or subscriber stores its progress in. */
+static uint32_t *own_cursor(psy_channel *ch) {
+  return ch->mode == PSY_BROADCAST ? own_slot_u32(ch, PSY_SLOT_READ_POS) : u32_at(ch, PSY_OFF_HEAD);
+}
+
 static int32_t become_consumer(psy_channel *ch) {
-  int32_t rc = participants_take_role(ch, PSY_ROLE_CONSUMER);
-  if (rc) return rc;
-  /* start at head: a dead predecessor's unreleased message is delivered again */
-  ch->read_pos = ch->tail_cache = load32(u32_at(ch, PSY_OFF_HEAD));
+  if (ch->mode == PSY_BROADCAST) {
+    /* subscribe: a conservative read_pos first, then the role (what the producer scans for),
+     * then the tail from which this subscriber reads; see the header of this file */
+    store32(own_slot_u32(ch, PSY_SLOT_READ_POS), load32(u32_at(ch, PSY_OFF_TAIL)));
+    int32_t rc = participants_take_role(ch, PSY_ROLE_CONSUMER);
+    if (rc) return rc;
+    ch->read_pos = load32(u32_at(ch, PSY_OFF_TAIL));
+    store32(own_slot_u32(ch, PSY_SLOT_READ_POS), ch->read_pos);
+  } else {
+    int32_t rc = participants_take_role(ch, PSY_ROLE_CONSUMER);
+    if (rc) return rc;
+    /* start at head: a dead predecessor's unreleased message is delivered again */
+    ch->read_pos = load32(u32_at(ch, PSY_OFF_HEAD));
+  }
+  ch->tail_cache = ch->read_pos;
   return 0;
+}
+
+/* SPMC/MPMC: move head over DONE records; stops at one still taken, whose owner moves it. */
+static void advance_head(psy_channel *ch) {
+  uint32_t *head_p = u32_at(ch, PSY_OFF_HEAD), *claim_head = u32_at(ch, PSY_OFF_CLAIM_HEAD);
+  for (;;) {
+    uint32_t head = load32(head_p), limit = load32(claim_head);
+    if (head == limit || limit - head > ch->capacity) return;
+    record_header h;
+    if (!read_header(ch, head, limit - head, &h) || h.state != PSY_REC_DONE) return;
+    cas32(head_p, head, head + h.span);
+  }
+}
+
+static int32_t deliver(psy_channel *ch, uint32_t pos, const record_header *h) {
+  ch->polled.index = pos & ch->mask;
+  ch->polled.length = h->length;
+  ch->polled.type = h->type;
+  ch->polled.span = h->span;
+  ch->held = 1;
+  ch->held_pos = pos;
+  return (int32_t)ch->polled.index;
+}
+
+/* Takes a record given back behind claim_head: CAS on (state, tag) together, so a record that
+ * was meanwhile released and overwritten by the next lap is never taken by mistake. */
+static int32_t take_returned(psy_channel *ch) {
+  uint32_t *returned = u32_at(ch, PSY_OFF_RETURNED);
+  if (load32(returned) == 0) return PSY_E_EMPTY;
+  uint32_t pos = load32(u32_at(ch, PSY_OFF_HEAD)), limit = load32(u32_at(ch, PSY_OFF_CLAIM_HEAD));
+  if (limit - pos > ch->capacity) return PSY_E_EMPTY;
+  while (pos != limit) {
+    record_header h;
+    if (!read_header(ch, pos, limit - pos, &h)) return PSY_E_EMPTY; /* head moved past pos: rescan later */
+    if (h.state == PSY_REC_COMMITTED) {
+      uint64_t *pair = (uint64_t *)(record_at(ch, pos) + PSY_REC_STATE);
+      uint64_t expected = __atomic_load_n(pair, __ATOMIC_SEQ_CST);
+      uint64_t want = ((uint64_t)pos << 32) | mine(ch, PSY_REC_TAKEN);
+      if ((expected >> 32) == pos && (expected & 0xff) == PSY_REC_COMMITTED &&
+          __atomic_compare_exchange_n(pair, &expected, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        __atomic_fetch_sub(returned, 1, __ATOMIC_SEQ_CST);
+        return deliver(ch, pos, &h);
+      }
+    }
+    pos += h.span;
+  }
+  return PSY_E_EMPTY;
+}
+
+static int32_t take_next(psy_channel *ch) {
+  int32_t returned = take_returned(ch);
+  if (returned != PSY_E_EMPTY) return returned;
+  uint32_t *claim_head = u32_at(ch, PSY_OFF_CLAIM_HEAD);
+  for (;;) {
+    uint32_t pos = load32(claim_head);
+    uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL)); /* pairs with the producers' publish of tail */
+    if (pos == tail) return PSY_E_EMPTY;
+    uint32_t available = tail - pos;
+    record_header h;
+    int valid = available <= ch->capacity && read_header(ch, pos, available, &h) &&
+                (h.state == PSY_REC_COMMITTED || h.state == PSY_REC_ABANDONED);
+    if (!valid) {
+      if (load32(claim_head) != pos) continue; /* another consumer took it meanwhile */
+      return available > ch->capacity ? corrupt_cursors(ch, "tail and claim_head", tail, pos)
+                                      : corrupt_record(ch, pos, available);
+    }
+    store32(own_slot_u32(ch, PSY_SLOT_CLAIMING_POS), pos); /* for crash recovery */
+    if (!cas32(claim_head, pos, pos + h.span)) continue;
+    uint32_t *state = rec_u32(record_at(ch, pos), PSY_REC_STATE);
+    if (h.state == PSY_REC_ABANDONED) {
+      store32(state, mine(ch, PSY_REC_DONE));
+      advance_head(ch);
+      continue;
+    }
+    store32(state, mine(ch, PSY_REC_TAKEN));
+    return deliver(ch, pos, &h);
+  }
+}
+
+static int32_t read_next(psy_channel *ch) {
+  for (;;) {
+    if (ch->read_pos == ch->tail_cache) {
+      ch->tail_cache = load32(u32_at(ch, PSY_OFF_TAIL)); /* pairs with the producer's publish of tail */
+      if (ch->read_pos == ch->tail_cache) return PSY_E_EMPTY;
+    }
+    uint32_t available = ch->tail_cache - ch->read_pos;
+    if (available > ch->capacity) return corrupt_cursors(ch, "tail and read position", ch->tail_cache, ch->read_pos);
+    record_header h;
+    if (!read_header(ch, ch->read_pos, available, &h) || (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED))
+      return corrupt_record(ch, ch->read_pos, available);
+    if (h.state == PSY_REC_ABANDONED) { /* skip it, and free its space */
+      ch->read_pos += h.span;
+      store32(own_cursor(ch), ch->read_pos);
+      continue;
+    }
+    return deliver(ch, ch->read_pos, &h);
+  }
 }
 
 int32_t psy_release(psy_channel *ch) {
   if (!ch->held) return 0;
   ch->held = 0;
-  ch->read_pos += ch->polled.span;
+  ch->unpolled = 0;
   (*slot_counter(ch, PSY_SLOT_MSGS_RECEIVED))++;
   *slot_counter(ch, PSY_SLOT_BYTES_RECEIVED) += ch->polled.length;
-  /* publish free space: pairs with the producer's load of head in psy_claim */
-  store32(u32_at(ch, PSY_OFF_HEAD), ch->read_pos);
+  if (work_queue(ch)) {
+    store32(rec_u32(record_at(ch, ch->held_pos), PSY_REC_STATE), mine(ch, PSY_REC_DONE));
+    advance_head(ch);
+  } else {
+    ch->read_pos = ch->held_pos + ch->polled.span;
+    /* publish free space: pairs with the producer's load in make_room() */
+    store32(own_cursor(ch), ch->read_pos);
+  }
   return 0;
 }
 
 int32_t psy_unpoll(psy_channel *ch) {
-  ch->held = 0;
+  if (ch->held) ch->unpolled = 1; /* the next poll returns the same record */
   return 0;
 }
 
 int32_t psy_poll(psy_channel *ch) {
-  if (ch->mode != PSY_SPSC) return unsupported(ch);
   if (!(ch->roles & PSY_ROLE_CONSUMER)) {
     int32_t rc = become_consumer(ch);
     if (rc) return rc;
   }
-  psy_release(ch);
-  for (;;) {
-    if (ch->read_pos == ch->tail_cache) {
-      ch->tail_cache = load32(u32_at(ch, PSY_OFF_TAIL)); /* pairs with the store in publish() */
-      if (ch->read_pos == ch->tail_cache) return PSY_E_EMPTY;
-    }
-    uint32_t available = ch->tail_cache - ch->read_pos;
-    if (available > ch->capacity) return corrupt_cursors(ch, "tail and read position", ch->tail_cache, ch->read_pos);
-    const uint8_t *rec = record_at(ch, ch->read_pos);
-    uint32_t length = *(const uint32_t *)(rec + PSY_REC_LENGTH);
-    uint32_t type = *(const uint32_t *)(rec + PSY_REC_TYPE);
-    uint32_t state = *(const uint32_t *)(rec + PSY_REC_STATE) & 0xff;
-    uint32_t position = *(const uint32_t *)(rec + PSY_REC_POSITION);
-    uint32_t span = length > ch->capacity ? 0 : record_span(length);
-    if (span == 0 || span > available || position != ch->read_pos ||
-        (state != PSY_REC_COMMITTED && state != PSY_REC_ABANDONED))
-      return psy_fail(PSY_E_CORRUPT, "channel %s is corrupt: record at position %u has length %u, state %u, tag %u, with %u bytes published",
-                      ch->path + 7, ch->read_pos, length, state, position, available);
-    ch->polled.index = ch->read_pos & ch->mask;
-    ch->polled.length = length;
-    ch->polled.type = type;
-    ch->polled.span = span;
-    if (state == PSY_REC_ABANDONED) { /* skip it, and free its space */
-      ch->read_pos += span;
-      store32(u32_at(ch, PSY_OFF_HEAD), ch->read_pos);
-      continue;
-    }
-    ch->held = 1;
+  if (ch->held && ch->unpolled) {
+    ch->unpolled = 0;
     return (int32_t)ch->polled.index;
   }
+  psy_release(ch);
+  return work_queue(ch) ? take_next(ch) : read_next(ch);
 }
 
 const psy_polled_record *psy_polled(const psy_channel *ch) { return &ch->polled; }
 
+/* Taking a role sets up the side's positions, exactly as a first claim or poll would. */
+int32_t psy_take_role(psy_channel *ch, uint32_t role) {
+  if (role == PSY_ROLE_PRODUCER) return ch->roles & role ? 0 : become_producer(ch);
+  if (role == PSY_ROLE_CONSUMER) return ch->roles & role ? 0 : become_consumer(ch);
+  return psy_fail(PSY_E_INVALID_ARG, "unknown role %u", role);
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
 void ring_close(psy_channel *ch) {
-  if (ch->roles & PSY_ROLE_CONSUMER) psy_release(ch);
+  if (ch->held && ch->unpolled) { /* never delivered to the user: give it back */
+    ch->held = 0;
+    if (work_queue(ch)) {
+      store32(rec_u32(record_at(ch, ch->held_pos), PSY_REC_STATE), mine(ch, PSY_REC_COMMITTED));
+      __atomic_fetch_add(u32_at(ch, PSY_OFF_RETURNED), 1, __ATOMIC_SEQ_CST);
+    }
+  }
+  psy_release(ch);
   if (ch->roles & PSY_ROLE_PRODUCER) { /* unsent messages must not hold back the ones sent after them */
     for (uint32_t i = 0; i < ch->pending_count; i++) {
       psy_pending *p = &ch->pending[(ch->pending_first + i) % PSY_MAX_PENDING];
       if (p->done) continue;
-      *(uint32_t *)(record_at(ch, p->position) + PSY_REC_STATE) = PSY_REC_ABANDONED | ((uint32_t)ch->slot << 8);
+      store32(rec_u32(record_at(ch, p->position), PSY_REC_STATE), mine(ch, PSY_REC_ABANDONED));
       p->done = 1;
     }
-    publish(ch);
+    if (multi_producer(ch)) {
+      ch->pending_count = 0;
+      advance_tail(ch);
+    } else {
+      publish(ch);
+    }
   }
 }
 
-/* Does the ring hold a committed record nobody received? Walks head..tail with every length
- * bounded; a ring it cannot make sense of counts as holding messages (never delete data blindly). */
-int ring_has_unread(const psy_channel *ch) {
+/* Does the ring hold a message nobody has received? Walks head..tail with every length bounded;
+ * a ring it cannot make sense of counts as holding messages (never delete data blindly).
+ * BROADCAST keeps nothing for subscribers yet to come. */
+int ring_has_unread(psy_channel *ch) {
+  if (ch->mode == PSY_BROADCAST) return 0;
   uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL));
   uint32_t pos = load32(u32_at(ch, PSY_OFF_HEAD));
   if (tail - pos > ch->capacity) return 1;
   while (pos != tail) {
-    const uint8_t *rec = record_at(ch, pos);
-    uint32_t length = *(const uint32_t *)(rec + PSY_REC_LENGTH);
-    uint32_t state = *(const uint32_t *)(rec + PSY_REC_STATE) & 0xff;
-    if (length > ch->capacity || record_span(length) > tail - pos || state != PSY_REC_ABANDONED) return 1;
-    pos += record_span(length);
+    record_header h;
+    if (!read_header(ch, pos, tail - pos, &h) || (h.state != PSY_REC_ABANDONED && h.state != PSY_REC_DONE)) return 1;
+    pos += h.span;
   }
   return 0;
 }

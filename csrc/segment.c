@@ -299,7 +299,11 @@ int32_t psy_close(psy_channel *ch) {
   if (!ch) return psy_fail(PSY_E_INVALID_ARG, "close of a null channel");
   ring_close(ch);
   participants_leave(ch);
-  /* last one out removes the segment, unless it still holds messages nobody received */
+  /* Last one out removes the segment, unless it still holds messages nobody received. Drop the
+   * read lock before trying the write lock: two handles closing at once would otherwise each see
+   * the other's read lock and both leave the segment behind. An attacher that slips in between
+   * holds a read lock (so nobody removes), or finds the name unlinked and starts afresh. */
+  lock_byte(ch->fd, F_UNLCK, PSY_LOCK_ATTACH, 0);
   if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && !ring_has_unread(ch) && still_linked(ch))
     shm_unlink(ch->path);
   munmap(ch->base, ch->map_size);

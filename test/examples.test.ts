@@ -1,6 +1,8 @@
 // Every example runs with one command and says what it checked.
-import { afterAll, afterEach, expect, test } from "bun:test";
+import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
 import { example, finish, reapChildren, segments, spawnBun } from "./helpers";
+
+setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 afterEach(reapChildren);
 afterAll(() => expect(segments("sensor_data-demo-")).toEqual([]));

@@ -1,11 +1,13 @@
 // Shared memory is untrusted input: whatever another process wrote into a segment, attaching and
 // receiving give a clear error (ChannelCorruptError) or valid messages, never a crash or a hang.
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { closeSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { createChannel, removeChannel } from "../src/index.ts";
 import { layout } from "../src/layout.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName } from "./helpers";
 import { prng } from "./helpers/sequence.ts";
+
+setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 afterEach(reapChildren);
 afterAll(() => expect(ownSegments()).toEqual([]));

@@ -1,7 +1,9 @@
 // memory:// channels: private to one process, shared with its Worker threads.
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { createChannel, Int32Vector } from "../src/index.ts";
 import { fixture, segments, uniqueName } from "./helpers";
+
+setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 afterAll(() => expect(segments(`mem-${process.pid}-`)).toEqual([]));
 

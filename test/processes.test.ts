@@ -1,8 +1,10 @@
 // Several processes on one channel: racing creators, role exclusivity in SPSC, roles freed on
 // close and on SIGKILL.
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ChannelRoleError, createChannel } from "../src/index.ts";
-import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName, waitForLine } from "./helpers";
+import { finish, fixture, ownSegments, reapChildren, report, segments, spawnBun, uniqueName, waitForLine } from "./helpers";
+
+setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 afterEach(reapChildren);
 afterAll(() => expect(ownSegments()).toEqual([]));
@@ -12,12 +14,22 @@ describe("create-or-attach", () => {
     for (let round = 0; round < 3; round++) {
       const uri = `ipc://${uniqueName("race")}`;
       const startAt = Date.now() + 400; // after all four have loaded
-      const children = Array.from({ length: 4 }, () => spawnBun(fixture("race_opener.ts"), [uri, startAt, 4]));
+      const children = Array.from({ length: 4 }, () => spawnBun(fixture("race_opener.ts"), [uri, startAt, 4, startAt + 600]));
       const results = await Promise.all(children.map(finish));
       for (const r of results) {
         expect(r.code).toBe(0);
         expect(report(r)).toEqual({ attached: 4, bufferSize: 8192 });
       }
+    }
+  });
+
+  test("processes that close at the same instant still remove the segment (10 rounds of 2)", async () => {
+    for (let round = 0; round < 10; round++) {
+      const name = uniqueName("close-race");
+      const startAt = Date.now() + 300;
+      const children = [0, 1].map(() => spawnBun(fixture("race_opener.ts"), [`ipc://${name}`, startAt, 2, startAt + 250]));
+      for (const r of await Promise.all(children.map(finish))) expect(r.code).toBe(0);
+      expect(segments(name)).toEqual([]);
     }
   });
 });

@@ -1,7 +1,9 @@
 // SPSC across real processes: the seed's producer and consumer in every start order, and a
 // seeded stream of random sizes that wraps a small ring thousands of times.
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { example, finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName } from "./helpers";
+
+setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 afterEach(reapChildren);
 afterAll(() => expect(ownSegments()).toEqual([]));

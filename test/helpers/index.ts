@@ -21,7 +21,33 @@ export function segments(prefix = ""): string[] {
 /** Segments this test process created (its names all start with t<pid>-). */
 export const ownSegments = (): string[] => segments(`t${process.pid}-`);
 
+type Child = Subprocess<"ignore" | "pipe", "pipe", "pipe">;
 const live = new Set<Subprocess>();
+
+/** Everything a child printed so far, collected from the moment it starts (a full pipe would block it). */
+interface Output {
+  stdout: string;
+  stderr: string;
+  done: Promise<void>;
+  changed: () => Promise<void>;
+}
+const outputs = new WeakMap<Subprocess, Output>();
+
+function collect(child: Child): Output {
+  let wake: () => void = () => {};
+  let next = new Promise<void>((r) => (wake = r));
+  const output: Output = { stdout: "", stderr: "", done: Promise.resolve(), changed: () => next };
+  const pump = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      output[key] += decoder.decode(chunk, { stream: true });
+      wake();
+      next = new Promise<void>((r) => (wake = r));
+    }
+  };
+  output.done = Promise.all([pump(child.stdout, "stdout"), pump(child.stderr, "stderr")]).then(() => wake());
+  return output;
+}
 
 export interface SpawnOptions {
   timeoutMs?: number;
@@ -40,6 +66,7 @@ export function spawnBun(script: string, args: (string | number)[] = [], options
     env: { ...process.env, ...options.env },
   });
   live.add(child);
+  outputs.set(child, collect(child as Child));
   child.exited.then(() => live.delete(child));
   return child;
 }
@@ -51,14 +78,11 @@ export interface Finished {
   stderr: string;
 }
 
-/** Waits for a child and collects its output. */
-export async function finish(child: Subprocess<"ignore" | "pipe", "pipe", "pipe">): Promise<Finished> {
-  const [code, stdout, stderr] = await Promise.all([
-    child.exited,
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-  ]);
-  return { code, signal: child.signalCode ?? null, stdout, stderr };
+/** Waits for a child and returns all it printed. */
+export async function finish(child: Subprocess): Promise<Finished> {
+  const output = outputs.get(child)!;
+  const [code] = await Promise.all([child.exited, output.done]);
+  return { code, signal: child.signalCode ?? null, stdout: output.stdout, stderr: output.stderr };
 }
 
 /** The last line of a child's stdout parsed as JSON (fixtures report that way). */
@@ -71,20 +95,14 @@ export function report<T = Record<string, unknown>>(result: Finished): T {
   }
 }
 
-/** Resolves when the child prints a line containing `text` (bounded by the child's timeout). */
-export async function waitForLine(child: Subprocess<"ignore" | "pipe", "pipe", "pipe">, text: string): Promise<void> {
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let seen = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`child ended before printing "${text}"; it printed: ${seen}`);
-      seen += decoder.decode(value);
-      if (seen.includes(text)) return;
-    }
-  } finally {
-    reader.releaseLock();
+/** Resolves when the child has printed `text` (bounded by the child's timeout). */
+export async function waitForLine(child: Subprocess, text: string): Promise<void> {
+  const output = outputs.get(child)!;
+  let ended = false;
+  output.done.then(() => (ended = true));
+  while (!output.stdout.includes(text)) {
+    if (ended) throw new Error(`child ended before printing "${text}"; it printed: ${output.stdout}${output.stderr}`);
+    await Promise.race([output.changed(), output.done]);
   }
 }
 

@@ -200,7 +200,7 @@ static void publish(psy_channel *ch) {
     ch->pending_count--;
   }
   /* publish: pairs with the consumers' load of tail in poll */
-  if (ch->pub_pos != before) store32(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos);
+  if (ch->pub_pos != before) __atomic_store_n(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos, __ATOMIC_RELEASE);
 }
 
 static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
@@ -351,7 +351,7 @@ static int32_t read_next(psy_channel *ch) {
       return corrupt_record(ch, ch->read_pos, available);
     if (h.state == PSY_REC_ABANDONED) { /* skip it, and free its space */
       ch->read_pos += h.span;
-      store32(own_cursor(ch), ch->read_pos);
+      __atomic_store_n(own_cursor(ch), ch->read_pos, __ATOMIC_RELEASE);
       continue;
     }
     return deliver(ch, ch->read_pos, &h);
@@ -370,7 +370,7 @@ int32_t psy_release(psy_channel *ch) {
   } else {
     ch->read_pos = ch->held_pos + ch->polled.span;
     /* publish free space: pairs with the producer's load in make_room() */
-    store32(own_cursor(ch), ch->read_pos);
+    __atomic_store_n(own_cursor(ch), ch->read_pos, __ATOMIC_RELEASE);
   }
   return 0;
 }

@@ -229,7 +229,8 @@ export class Channel implements MessageChannel {
 
   /** Allocates a message in the channel, or returns null when the channel is full. */
   tryAlloc<M>(type: MessageClass<M>, length?: number): M | null {
-    const offset = this[ALLOC](type.byteLengthFor(length ?? 0), type, true);
+    const byteLength = type.byteLengthFor(length ?? 0);
+    const offset = this[ALLOC](byteLength, type, true);
     if (offset < 0) return null;
     const meta: MessageMeta = {
       channel: this,
@@ -237,7 +238,7 @@ export class Channel implements MessageChannel {
       typeId: type.typeId,
       state: MessageState.Allocated,
       byteOffset: offset,
-      byteLength: type.byteLengthFor(length ?? 0),
+      byteLength,
     };
     const message = type.view(meta, this.#buffer);
     return message as M;
@@ -332,7 +333,7 @@ export class Channel implements MessageChannel {
     const length = polled[1];
     const typeId = polled[2];
     let viewType: MessageType | undefined = type;
-    if (type) {
+    if (type && type.typeId !== typeId) {
       if (!accepts(type, typeId)) {
         lib.psy_unpoll(handle);
         const actual = typeById(typeId)?.typeName ?? `type#${typeId}`;
@@ -342,17 +343,17 @@ export class Channel implements MessageChannel {
           actual,
         );
       }
-      if (type.byteLengthFor(undefined) > length) {
-        lib.psy_unpoll(handle);
-        throw new MessageTypeError(
-          `the next message on ${this.uri} has ${length} bytes, too short for ${type.typeName} (${type.byteLengthFor(undefined)})`,
-          type.typeName,
-          `${length}-byte message`,
-        );
-      }
-      if (type === ByteVector) viewType = typeById(typeId) ?? ByteVector;
-    } else {
+      viewType = typeById(typeId) ?? ByteVector; // text or json received as bytes
+    } else if (!type) {
       viewType = typeById(typeId) ?? ByteVector;
+    }
+    if (viewType!.minBytes > length) {
+      lib.psy_unpoll(handle);
+      throw new MessageTypeError(
+        `the next message on ${this.uri} has ${length} bytes, too short for ${viewType!.typeName} (${viewType!.minBytes})`,
+        viewType!.typeName,
+        `${length}-byte message`,
+      );
     }
     const meta: MessageMeta = {
       channel: this,

@@ -71,6 +71,8 @@ export interface MessageType {
   view(meta: MessageMeta, buffer: ArrayBuffer): Message;
   /** Payload bytes for `count` elements (vectors) or the struct size. */
   byteLengthFor(count: number | undefined): number;
+  /** The fewest payload bytes a message of this type has (0 for vectors, the size for structs). */
+  readonly minBytes: number;
 }
 
 export interface MessageClass<M> extends MessageType {
@@ -143,10 +145,10 @@ const messageMethods = {
   as(this: Message, type: MessageType) {
     const meta = this[META];
     if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "view");
-    if (type.byteLengthFor(undefined) > meta.byteLength)
+    if (type.minBytes > meta.byteLength)
       throw new PsyneError(
         "MESSAGE_TYPE",
-        `a ${this.type} message of ${meta.byteLength} bytes is too short for ${type.typeName} (${type.byteLengthFor(undefined)} bytes)`,
+        `a ${this.type} message of ${meta.byteLength} bytes is too short for ${type.typeName} (${type.minBytes} bytes)`,
       );
     const view = type.view({ ...meta, type }, bufferOf(this));
     // the view shares the record: releasing either releases both
@@ -195,7 +197,9 @@ export interface VectorClass<A> extends MessageClass<A & Message> {
 }
 
 // Set just before constructing a view of existing bytes; the constructor then skips allocation.
-let pendingView: { meta: MessageMeta; buffer: ArrayBuffer } | null = null;
+// (Two plain variables, not an object: this runs once per received message.)
+let pendingMeta: MessageMeta | null = null;
+let pendingBuffer: ArrayBuffer | null = null;
 
 function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: number): VectorClass<A> {
   const elementSize = Base.BYTES_PER_ELEMENT;
@@ -203,6 +207,7 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
   class Vector extends Base {
     static readonly typeName = typeName;
     static readonly typeId = typeId;
+    static readonly minBytes = 0;
     // derived arrays (subarray, map, filter, slice) are plain typed arrays, not messages
     static get [Symbol.species]() {
       return Base;
@@ -210,11 +215,11 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     declare [META]: MessageMeta;
 
     constructor(channel: MessageChannel, length: number) {
-      const view = pendingView;
-      if (view) {
-        pendingView = null;
-        super(view.buffer, view.meta.byteOffset, Math.floor(view.meta.byteLength / elementSize));
-        this[META] = view.meta;
+      const meta = pendingMeta;
+      if (meta) {
+        pendingMeta = null;
+        super(pendingBuffer!, meta.byteOffset, (meta.byteLength / elementSize) | 0);
+        this[META] = meta;
         return;
       }
       const ch = checkChannel(typeName, channel);
@@ -225,7 +230,8 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     }
 
     static view(meta: MessageMeta, buffer: ArrayBuffer): Message {
-      pendingView = { meta, buffer };
+      pendingMeta = meta;
+      pendingBuffer = buffer;
       return new Vector(null as unknown as MessageChannel, 0) as unknown as Message;
     }
 
@@ -255,6 +261,7 @@ function bytesPseudoType(typeName: string, typeId: number): MessageType {
     typeId,
     view: (meta, buffer) => ByteVector.view({ ...meta, type }, buffer),
     byteLengthFor: () => 0,
+    minBytes: 0,
   };
   register(type);
   return type;
@@ -413,6 +420,7 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
     static readonly typeName = name;
     static readonly typeId = typeId;
     static readonly byteLength = byteLength;
+    static readonly minBytes = byteLength;
     static readonly fields = Object.freeze(layoutOf);
     declare [META]: MessageMeta;
     declare view: DataView;

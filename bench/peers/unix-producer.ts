@@ -1,0 +1,49 @@
+// Unix socket producer: writes fixed-size messages in batches of about 64 KiB per write(), and
+// on a short write waits for `drain` (Bun's socket.write does not queue what it could not write).
+// Usage: bun unix-producer.ts PATH SIZE COUNT TIMEOUT_MS
+import { Pattern } from "./pattern.ts";
+
+const path = process.argv[2];
+const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
+const pattern = new Pattern(size);
+const perBatch = Math.max(1, Math.floor(65536 / size));
+const batch = new Uint8Array(perBatch * size);
+
+// the consumer may not be listening yet: retry for a bounded time
+async function connect() {
+  const end = performance.now() + Math.min(timeoutMs, 10_000);
+  for (;;) {
+    try {
+      return await Bun.connect({ unix: path, socket: { drain: pump, data() {}, close: () => process.exit(sent === count ? 0 : 1) } });
+    } catch (err) {
+      if (performance.now() > end) throw err;
+      await Bun.sleep(10);
+    }
+  }
+}
+
+let sent = 0; // messages written into batches so far
+let pending: Uint8Array | null = null; // the part of the current batch not yet accepted by the kernel
+function pump(socket: { write(b: Uint8Array): number; end(): void }): void {
+  for (;;) {
+    if (pending === null) {
+      if (sent === count) return socket.end();
+      const n = Math.min(perBatch, count - sent);
+      for (let i = 0; i < n; i++) pattern.write(batch, i * size, sent + i);
+      sent += n;
+      pending = batch.subarray(0, n * size);
+    }
+    const written = socket.write(pending);
+    if (written < pending.length) {
+      pending = pending.subarray(Math.max(0, written));
+      return; // drain calls pump again
+    }
+    pending = null;
+  }
+}
+
+setTimeout(() => {
+  console.error(`unix producer: gave up after ${timeoutMs} ms at ${sent}/${count}`);
+  process.exit(3);
+}, timeoutMs).unref();
+pump(await connect());

@@ -10,7 +10,7 @@ pub fn build(b: *std.Build) void {
         .target = target,
         .optimize = optimize,
     });
-    lib.addCSourceFiles(&.{ "csrc/segment.c", "csrc/participants.c", "csrc/ring.c" }, &.{
+    lib.addCSourceFiles(&.{ "csrc/segment.c", "csrc/participants.c", "csrc/ring.c", "csrc/wait.c" }, &.{
         "-std=c11",
         "-Wall",
         "-Wextra",
@@ -18,5 +18,6 @@ pub fn build(b: *std.Build) void {
         "-fvisibility=hidden", // only PSY_API functions are exported
     });
     lib.linkLibC();
+    lib.linkSystemLibrary("pthread"); // a separate library before glibc 2.34
     b.installArtifact(lib);
 }

@@ -12,6 +12,8 @@
 /* Claims not yet committed, in claim order; a handle may have this many unsent messages. */
 #define PSY_MAX_PENDING 64u
 
+typedef struct psy_waiter psy_waiter;
+
 typedef struct psy_pending {
   uint32_t position;
   uint32_t span;
@@ -44,6 +46,8 @@ struct psy_channel {
   uint32_t held_pos;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
   psy_polled_record polled;
+
+  psy_waiter *waiters[2]; /* by psy_wait_kind; started on first asynchronous wait */
 };
 
 /* Every shared word is accessed with seq_cst atomics: JavaScript's Atomics on the same memory
@@ -82,5 +86,11 @@ int byte_locked_by_other(int fd, long byte);
 /* ring.c */
 void ring_close(psy_channel *ch);
 int ring_has_unread(psy_channel *ch);
+int ring_has_data(psy_channel *ch);
+int ring_has_space(psy_channel *ch, uint32_t length);
+
+/* wait.c */
+void notify_waiters(psy_channel *ch, int32_t kind);
+void waiters_stop(psy_channel *ch);
 
 #endif

@@ -74,7 +74,7 @@
 #define PSY_OFF_HEAD 192u       /* u32 position */
 #define PSY_OFF_CLAIM_HEAD 256u /* u32 position */
 #define PSY_OFF_RETURNED 260u   /* u32, SPMC/MPMC: taken records given back behind claim_head */
-/* event counts for futex waiting: bumped after a publish / a release */
+/* event counts for futex waiting: bumped after a publish / a release when waiters > 0 */
 #define PSY_OFF_DATA_SEQ 320u      /* u32 */
 #define PSY_OFF_DATA_WAITERS 324u  /* u32 */
 #define PSY_OFF_SPACE_SEQ 384u     /* u32 */
@@ -100,6 +100,7 @@
 #define PSY_SLOT_CLAIMING_POS 68u  /* u32, SPMC/MPMC: position being taken, for crash recovery */
 #define PSY_SLOT_HELD_POS 72u      /* u32, position of the record this slot holds */
 #define PSY_SLOT_HELD 76u          /* u32, 1 while it holds one */
+#define PSY_SLOT_WAITING 80u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
 
 #define PSY_RING_OFFSET 16384u
 
@@ -121,6 +122,9 @@
 #define PSY_SLOT_ACTIVE 1u
 #define PSY_ROLE_PRODUCER 1u
 #define PSY_ROLE_CONSUMER 2u
+#define PSY_WAITING_DATA 1u
+#define PSY_WAITING_SPACE 2u
+#define PSY_WAITERS_AFTER_SEQ 4u /* each waiters word follows its event count */
 
 /* byte-range lock offsets in the segment file (advisory; may lie past the end of the file) */
 #define PSY_LOCK_ATTACH 0
@@ -135,7 +139,9 @@ _Static_assert(PSY_OFF_SPACE_SEQ - PSY_OFF_DATA_SEQ >= PSY_CACHE_LINE, "event co
 _Static_assert(PSY_OFF_RETIRED + 5 * 8 <= PSY_CONTROL_SIZE, "control block fits");
 _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
-_Static_assert(PSY_SLOT_HELD + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_SLOT_WAITING + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
+_Static_assert(PSY_OFF_SPACE_WAITERS == PSY_OFF_SPACE_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
 _Static_assert(PSY_RING_OFFSET % PSY_PAGE == 0, "ring is page aligned (it is mapped twice)");
 _Static_assert(PSY_REC_HEADER % 16 == 0, "payloads stay 16-aligned");
@@ -147,10 +153,10 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(MAX_SLOTS) X(NAME_MAX) X(OFF_VERSION) X(OFF_LAYOUT_HASH) X(OFF_INIT_STATE) X(OFF_MODE)          \
   X(OFF_CAPACITY) X(OFF_MAX_SLOTS) X(OFF_RING_OFFSET) X(OFF_PRODUCER_OWNER) X(OFF_CONSUMER_OWNER)   \
   X(OFF_CREATED_MS) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD) X(OFF_CLAIM_HEAD) X(OFF_RETURNED) X(OFF_DATA_SEQ)     \
-  X(OFF_SPACE_SEQ) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
+  X(OFF_DATA_WAITERS) X(OFF_SPACE_SEQ) X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
+  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(SLOT_WAITING) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
   X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
   X(ROLE_CONSUMER) X(INIT_READY)

@@ -76,6 +76,10 @@ static void retire_slot(psy_channel *ch, uint32_t slot) {
     __atomic_fetch_add(u64_at(ch, PSY_OFF_RETIRED + 8 * i), *counter, __ATOMIC_SEQ_CST);
     *counter = 0;
   }
+  /* a waiter that died while registered must not keep publishers waking nobody */
+  uint32_t waiting = __atomic_exchange_n((uint32_t *)(s + PSY_SLOT_WAITING), 0, __ATOMIC_SEQ_CST);
+  if (waiting & PSY_WAITING_DATA) __atomic_fetch_sub(u32_at(ch, PSY_OFF_DATA_WAITERS), 1, __ATOMIC_SEQ_CST);
+  if (waiting & PSY_WAITING_SPACE) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_WAITERS), 1, __ATOMIC_SEQ_CST);
   cas32(u32_at(ch, PSY_OFF_PRODUCER_OWNER), slot + 1, 0);
   cas32(u32_at(ch, PSY_OFF_CONSUMER_OWNER), slot + 1, 0);
   store32((uint32_t *)(s + PSY_SLOT_ROLES), 0);

@@ -42,7 +42,12 @@ enum psy_error {
   PSY_E_INVALID_ARG = -12, /* a bad argument (capacity out of range, unknown mode) */
   PSY_E_UNSUPPORTED = -13, /* not implemented for this mode yet */
   PSY_E_SLOTS = -14,       /* every participant slot is taken by a live process */
+  PSY_E_TIMEOUT = -15,     /* a wait ran out of time (an outcome, not a failure) */
+  PSY_E_INTERRUPTED = -16, /* a wait was interrupted by a signal */
 };
+
+enum psy_wait_kind { PSY_WAIT_DATA = 0, PSY_WAIT_SPACE = 1 };
+typedef void (*psy_wake_callback)(int32_t kind);
 
 /* The record a successful psy_poll() returned; process-local memory, safe to read. */
 typedef struct psy_polled_record {
@@ -90,6 +95,20 @@ PSY_API int32_t psy_mode(const psy_channel *ch);
 PSY_API int32_t psy_slot(const psy_channel *ch);
 /* Bytes of the ring in use by records not yet released (may lag messages in flight). */
 PSY_API uint32_t psy_used(const psy_channel *ch);
+
+/* Blocks until a message may be there (PSY_WAIT_DATA) or `length` more payload bytes may fit
+ * (PSY_WAIT_SPACE): 0, PSY_E_TIMEOUT, or PSY_E_INTERRUPTED. timeout_ms -1 waits forever. May
+ * return 0 spuriously: poll or claim again. Sleeps in the kernel; costs no CPU while waiting. */
+PSY_API int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms);
+
+/* Asynchronous waiting for event loops: a thread per kind sleeps in the kernel and calls
+ * `callback(kind)` (from that thread) when the armed condition may hold, or every 100 ms while
+ * armed. Arm once per wait; arming returns 1 (and arms nothing) if the condition already holds.
+ * psy_waiter_stop (also done by psy_close) joins the threads: no callback runs after it. */
+PSY_API int32_t psy_waiter_start(psy_channel *ch, int32_t kind, psy_wake_callback callback);
+PSY_API int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length);
+PSY_API int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind);
+PSY_API int32_t psy_waiter_stop(psy_channel *ch);
 
 /* 1 if participant slot `slot` is held by a live process (the kernel vouches), else 0. */
 PSY_API int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);

@@ -187,7 +187,7 @@ static void advance_tail(psy_channel *ch) {
     record_header h;
     if (!read_header(ch, tail, claimed - tail, &h)) return; /* its claimer has not written the tag yet */
     if (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED) return;
-    cas32(tail_p, tail, tail + h.span);
+    if (cas32(tail_p, tail, tail + h.span)) notify_waiters(ch, PSY_WAIT_DATA);
   }
 }
 
@@ -199,8 +199,11 @@ static void publish(psy_channel *ch) {
     ch->pending_first = (ch->pending_first + 1) % PSY_MAX_PENDING;
     ch->pending_count--;
   }
-  /* publish: pairs with the consumers' load of tail in poll */
-  if (ch->pub_pos != before) __atomic_store_n(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos, __ATOMIC_RELEASE);
+  if (ch->pub_pos == before) return;
+  /* publish: pairs with the consumers' load of tail in poll; seq_cst orders it before the load
+   * of the waiters count in notify_waiters() (see wait.c) */
+  store32(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos);
+  notify_waiters(ch, PSY_WAIT_DATA);
 }
 
 static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
@@ -269,7 +272,7 @@ static void advance_head(psy_channel *ch) {
     if (head == limit || limit - head > ch->capacity) return;
     record_header h;
     if (!read_header(ch, head, limit - head, &h) || h.state != PSY_REC_DONE) return;
-    cas32(head_p, head, head + h.span);
+    if (cas32(head_p, head, head + h.span)) notify_waiters(ch, PSY_WAIT_SPACE);
   }
 }
 
@@ -351,7 +354,8 @@ static int32_t read_next(psy_channel *ch) {
       return corrupt_record(ch, ch->read_pos, available);
     if (h.state == PSY_REC_ABANDONED) { /* skip it, and free its space */
       ch->read_pos += h.span;
-      __atomic_store_n(own_cursor(ch), ch->read_pos, __ATOMIC_RELEASE);
+      store32(own_cursor(ch), ch->read_pos);
+      notify_waiters(ch, PSY_WAIT_SPACE);
       continue;
     }
     return deliver(ch, ch->read_pos, &h);
@@ -369,8 +373,10 @@ int32_t psy_release(psy_channel *ch) {
     advance_head(ch);
   } else {
     ch->read_pos = ch->held_pos + ch->polled.span;
-    /* publish free space: pairs with the producer's load in make_room() */
-    __atomic_store_n(own_cursor(ch), ch->read_pos, __ATOMIC_RELEASE);
+    /* publish free space: pairs with the producer's load in make_room(); seq_cst for the
+     * waiters check that follows (see wait.c) */
+    store32(own_cursor(ch), ch->read_pos);
+    notify_waiters(ch, PSY_WAIT_SPACE);
   }
   return 0;
 }
@@ -400,6 +406,25 @@ int32_t psy_take_role(psy_channel *ch, uint32_t role) {
   if (role == PSY_ROLE_PRODUCER) return ch->roles & role ? 0 : become_producer(ch);
   if (role == PSY_ROLE_CONSUMER) return ch->roles & role ? 0 : become_consumer(ch);
   return psy_fail(PSY_E_INVALID_ARG, "unknown role %u", role);
+}
+
+/* ---- conditions for waiting (called on the handle's own thread) ---------------------------- */
+
+/* May psy_poll find a message now? */
+int ring_has_data(psy_channel *ch) {
+  if (!(ch->roles & PSY_ROLE_CONSUMER) || (ch->held && ch->unpolled)) return 1;
+  if (work_queue(ch))
+    return load32(u32_at(ch, PSY_OFF_RETURNED)) != 0 ||
+           load32(u32_at(ch, PSY_OFF_CLAIM_HEAD)) != load32(u32_at(ch, PSY_OFF_TAIL));
+  uint32_t next = ch->held ? ch->held_pos + ch->polled.span : ch->read_pos;
+  return load32(u32_at(ch, PSY_OFF_TAIL)) != next;
+}
+
+/* May psy_claim find room for `length` payload bytes now? */
+int ring_has_space(psy_channel *ch, uint32_t length) {
+  if (!(ch->roles & PSY_ROLE_PRODUCER) || length > ch->capacity - PSY_REC_HEADER) return 1;
+  uint32_t pos = multi_producer(ch) ? load32(u32_at(ch, PSY_OFF_CLAIM_TAIL)) : ch->claim_pos;
+  return make_room(ch, pos, record_span(length)) != PSY_E_FULL;
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------- */

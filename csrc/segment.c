@@ -297,6 +297,7 @@ psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_
 
 int32_t psy_close(psy_channel *ch) {
   if (!ch) return psy_fail(PSY_E_INVALID_ARG, "close of a null channel");
+  waiters_stop(ch);
   ring_close(ch);
   participants_leave(ch);
   /* Last one out removes the segment, unless it still holds messages nobody received. Drop the

@@ -13,8 +13,10 @@ import {
 } from "./errors";
 import { cstr, type Handle, lastError, lib } from "./ffi";
 import { layout } from "./layout";
+import { Parking, WaitKind, type WaitOptions } from "./waiting";
 import {
   ALLOC,
+  ALLOC_ASYNC,
   accepts,
   BUFFER,
   ByteVector,
@@ -132,6 +134,7 @@ export class Channel implements MessageChannel {
   #polledBuffer: ArrayBuffer;
   #held: Message | null = null; // the received message this handle holds
   #payloadBase: number; // buffer offset of ring index 0's payload
+  #parking: Parking | null = null; // async waits, made on first use
 
   constructor(uri: string, options: ChannelOptions = {}) {
     const { scheme, name } = parseUri(uri);
@@ -204,13 +207,7 @@ export class Channel implements MessageChannel {
     if (index >= 0) return this.#payloadBase + index;
     if (index === NativeCode.FULL) {
       if (orNull) return -1;
-      const used = lib.psy_used(handle);
-      throw new ChannelFullError(
-        `channel ${this.uri} is full: capacity ${this.bufferSize}, used ${used}, asked ${byteLength} (+${layout.REC_HEADER} header)`,
-        this.bufferSize,
-        used,
-        byteLength,
-      );
+      throw this.#fullError(byteLength);
     }
     if (index === NativeCode.TOO_LARGE) {
       const maxSize = this.bufferSize - layout.REC_HEADER;
@@ -221,6 +218,54 @@ export class Channel implements MessageChannel {
       );
     }
     throw fromNative(index, lastError());
+  }
+
+  #park(): Parking {
+    this.#parking ??= new Parking(this.#open());
+    return this.#parking;
+  }
+
+  /** Allocates in the channel, waiting for room; rejects with ChannelFullError on timeout. */
+  async [ALLOC_ASYNC]<M>(type: MessageClass<M>, length: number | undefined, options?: WaitOptions): Promise<M> {
+    const message = this.tryAlloc(type, length);
+    if (message) return message;
+    const byteLength = type.byteLengthFor(length ?? 0);
+    const got = await this.#park().wait(WaitKind.Space, byteLength, () => this.tryAlloc(type, length), options);
+    if (got) return got;
+    this.#open();
+    throw this.#fullError(byteLength, `still full after ${options?.timeout} ms`);
+  }
+
+  #fullError(byteLength: number, why = ""): ChannelFullError {
+    const used = lib.psy_used(this.#handle!);
+    return new ChannelFullError(
+      `channel ${this.uri} is full${why ? ` (${why})` : ""}: capacity ${this.bufferSize}, used ${used}, asked ${byteLength} (+${layout.REC_HEADER} header)`,
+      this.bufferSize,
+      used,
+      byteLength,
+    );
+  }
+
+  /**
+   * send(), waiting for room while the channel is full. Rejects with ChannelFullError when the
+   * timeout passes first, and with the signal's reason when it aborts.
+   */
+  async sendAsync(data: Message | string | ArrayBufferView | ArrayBuffer, options?: WaitOptions): Promise<void> {
+    let asked = 0;
+    const attempt = (): true | null => {
+      try {
+        this.send(data);
+        return true;
+      } catch (error) {
+        if (!(error instanceof ChannelFullError)) throw error;
+        asked = error.asked;
+        return null;
+      }
+    };
+    if (attempt()) return;
+    if (await this.#park().wait(WaitKind.Space, asked, attempt, options)) return;
+    this.#open();
+    throw this.#fullError(asked, `still full after ${options?.timeout} ms`);
   }
 
   [BUFFER](): ArrayBuffer {
@@ -368,6 +413,80 @@ export class Channel implements MessageChannel {
     return message;
   }
 
+  /**
+   * Waits for the next message: resolves with it, or with null when `timeout` ms pass first;
+   * rejects with the signal's reason when it aborts, and with a PsyneError (CHANNEL_CLOSED) if the
+   * channel is closed meanwhile. The waiter sleeps in the kernel: it costs no CPU while idle.
+   */
+  recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
+  recv(type?: undefined, options?: WaitOptions): Promise<Message | null>;
+  async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
+    const message = this.receive(type);
+    if (message) return message;
+    return this.#park().wait(WaitKind.Data, 0, () => this.receive(type), options);
+  }
+
+  /**
+   * Every message as it arrives: `for await (const m of channel.messages(FloatVector))`. Each
+   * message is released when the loop moves on; the loop ends when the channel is closed.
+   */
+  async *messages<M>(type?: MessageClass<M>, options: { signal?: AbortSignal } = {}): AsyncGenerator<M, void, undefined> {
+    while (!this.closed) {
+      let message: M | null;
+      try {
+        message = (this.receive(type) as M | null) ?? ((await this.recv(type, options)) as M | null);
+      } catch (error) {
+        if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;
+        throw error;
+      }
+      if (message === null) continue;
+      try {
+        yield message;
+      } finally {
+        if (!this.closed) (message as Message).release();
+      }
+    }
+  }
+
+  /**
+   * Blocks this thread until a message arrives (null after timeoutMs, or when a signal
+   * interrupts the wait so its handler can run). For worker processes without an event loop:
+   * it freezes everything else in this thread.
+   */
+  receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | null;
+  receiveSync(type?: undefined, timeoutMs?: number): Message | null;
+  receiveSync<M>(type?: MessageClass<M>, timeoutMs = -1): M | Message | null {
+    const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
+    for (;;) {
+      const message = this.receive(type);
+      if (message) return message;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return null;
+      const rc = lib.psy_wait(this.#handle!, WaitKind.Data, 0, remaining === Number.POSITIVE_INFINITY ? -1 : Math.ceil(remaining));
+      if (rc === NativeCode.INTERRUPTED) return this.receive(type);
+      if (rc < 0 && rc !== NativeCode.TIMEOUT) throw fromNative(rc, lastError());
+    }
+  }
+
+  /**
+   * Receives every message available now (at most `max`), calling `handler` with each and
+   * releasing it after: the batch path, with no promise per message. Returns how many.
+   */
+  drain<M>(handler: (message: M) => void, max = Number.POSITIVE_INFINITY, type?: MessageClass<M>): number {
+    let count = 0;
+    while (count < max) {
+      const message = this.receive(type) as (M & Message) | null;
+      if (message === null) break;
+      count++;
+      try {
+        handler(message);
+      } finally {
+        message.release();
+      }
+    }
+    return count;
+  }
+
   /** Marks the held message released (the C side frees it at the next poll or release). */
   #dropHeld(): void {
     if (this.#held) {
@@ -440,6 +559,7 @@ export class Channel implements MessageChannel {
     const handle = this.#handle;
     if (handle === null) return;
     this.#dropHeld();
+    this.#parking?.close(this.uri); // rejects pending waits, joins the waiter threads
     this.#handle = null;
     openChannels.delete(this);
     // detach the views first: a view over unmapped memory would crash the process

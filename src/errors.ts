@@ -85,6 +85,8 @@ export const NativeCode = {
   INVALID_ARG: -12,
   UNSUPPORTED: -13,
   SLOTS: -14,
+  TIMEOUT: -15,
+  INTERRUPTED: -16,
 } as const;
 
 const byNativeCode: Record<number, (message: string) => PsyneError> = {

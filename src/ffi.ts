@@ -29,6 +29,12 @@ const symbols = {
   psy_release: { args: [P], returns: i32 },
   psy_polled: { args: [P], returns: P },
   psy_used: { args: [P], returns: u32 },
+  // waiting
+  psy_wait: { args: [P, i32, u32, i32], returns: i32 },
+  psy_waiter_start: { args: [P, i32, P], returns: i32 },
+  psy_waiter_arm: { args: [P, i32, u32], returns: i32 },
+  psy_waiter_disarm: { args: [P, i32], returns: i32 },
+  psy_waiter_stop: { args: [P], returns: i32 },
   // diagnostics and layout
   psy_last_error: { args: [], returns: cstring },
   psy_layout: { args: [], returns: cstring },

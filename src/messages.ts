@@ -8,6 +8,13 @@ export const ALLOC = Symbol("psyne.alloc");
 export const BUFFER = Symbol("psyne.buffer");
 export const RELEASE = Symbol("psyne.release");
 export const DISCARD = Symbol("psyne.discard");
+export const ALLOC_ASYNC = Symbol("psyne.allocAsync");
+
+/** Options of the waiting calls: see src/waiting.ts. */
+export interface AllocOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+}
 
 export interface MessageChannel {
   /** Payload byte offset of a new record in [BUFFER], or -1 when full and `orNull`. */
@@ -15,6 +22,7 @@ export interface MessageChannel {
   [BUFFER](): ArrayBuffer;
   [RELEASE](message: Message): void;
   [DISCARD](message: Message): void;
+  [ALLOC_ASYNC]<M>(type: MessageClass<M>, length: number | undefined, options?: AllocOptions): Promise<M>;
   readonly uri: string;
 }
 
@@ -194,6 +202,8 @@ type TypedArrayConstructor =
 export interface VectorClass<A> extends MessageClass<A & Message> {
   new (channel: MessageChannel, length: number): A & Message;
   readonly BYTES_PER_ELEMENT: number;
+  /** Allocates `length` elements, waiting while the channel is full (ChannelFullError on timeout). */
+  allocAsync(channel: MessageChannel, length: number, options?: AllocOptions): Promise<A & Message>;
 }
 
 // Set just before constructing a view of existing bytes; the constructor then skips allocation.
@@ -237,6 +247,11 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
 
     static byteLengthFor(count: number | undefined): number {
       return count === undefined ? 0 : checkCount(typeName, count) * elementSize;
+    }
+
+    static allocAsync(channel: MessageChannel, length: number, options?: AllocOptions): Promise<Message> {
+      checkCount(typeName, length);
+      return checkChannel(typeName, channel)[ALLOC_ASYNC](Vector as unknown as MessageClass<Message>, length, options);
     }
   }
   installMessageMethods(Vector.prototype);
@@ -301,6 +316,8 @@ export type StructFields<F extends Record<string, FieldSpec>> = {
 
 export interface StructClass<F extends Record<string, FieldSpec>> extends MessageClass<StructFields<F> & Message> {
   new (channel: MessageChannel): StructFields<F> & Message;
+  /** Allocates one, waiting while the channel is full (ChannelFullError on timeout). */
+  allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<StructFields<F> & Message>;
   readonly byteLength: number;
   readonly fields: Readonly<Record<string, { offset: number; spec: FieldSpec }>>;
 }
@@ -459,6 +476,10 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
 
     static byteLengthFor(): number {
       return byteLength;
+    }
+
+    static allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<Message> {
+      return checkChannel(name, channel)[ALLOC_ASYNC](Struct as unknown as MessageClass<Message>, undefined, options);
     }
   }
   Object.defineProperties(Struct.prototype, descriptors);

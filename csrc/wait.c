@@ -1,0 +1,191 @@
+/* Waiting without spinning: futex event counts in the segment, bumped by whoever publishes
+ * messages (data) or frees space (space) when somebody waits, and a waiter thread per handle and
+ * kind that sleeps on one and calls back into JavaScript.
+ *
+ * The protocol never loses a wake-up. The waiter registers (waiters++, seq_cst), reads the event
+ * count, then re-checks the ring; the publisher stores its cursor (seq_cst) and then reads
+ * waiters. In the total order either the waiter's re-check sees the new cursor, or the publisher
+ * sees the waiter and bumps the count, which makes the waiter's futex_wait return at once. A
+ * slow safety re-poll (WAKE_SAFETY_MS) bounds the damage of anything unforeseen.
+ *
+ * Arming and re-checking run on the handle's own thread (psy_waiter_arm); the waiter thread only
+ * watches the event count, so it never touches the handle's ring state. */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* shared (not FUTEX_PRIVATE): the word lives in a segment other processes map */
+static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
+  struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+  int op = shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE;
+  if (syscall(SYS_futex, word, op, expected, timeout_ms < 0 ? NULL : &ts, NULL, 0) == 0) return 0;
+  return errno; /* ETIMEDOUT, EINTR, or EAGAIN (the value already changed) */
+}
+static void futex_wake_all(uint32_t *word, int shared) {
+  syscall(SYS_futex, word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+#else /* no futex (macOS): sleep in short steps; correct, just slower to wake */
+static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
+  (void)shared;
+  for (int32_t waited = 0; timeout_ms < 0 || waited < timeout_ms; waited++) {
+    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) return 0;
+    struct timespec ts = {0, 1000000L};
+    if (nanosleep(&ts, NULL) && errno == EINTR) return EINTR;
+  }
+  return ETIMEDOUT;
+}
+static void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
+#endif
+
+#define WAKE_SAFETY_MS 100 /* a parked waiter re-polls this often whatever happens */
+
+enum { CTL_IDLE = 0, CTL_ARMED = 1, CTL_STOP = 2 };
+
+struct psy_waiter {
+  psy_channel *ch;
+  int32_t kind;
+  pthread_t thread;
+  uint32_t ctl;        /* CTL_*: set by the handle's thread, read by the waiter thread */
+  uint32_t armed_seq;  /* the event count seen when armed */
+  psy_wake_callback callback;
+};
+
+static uint32_t seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
+static uint32_t waiting_bit(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_WAITING_DATA : PSY_WAITING_SPACE; }
+
+/* Called after a cursor store that may satisfy waiters (the store is seq_cst, so this load is
+ * ordered after it). Costs one load when nobody waits. */
+void notify_waiters(psy_channel *ch, int32_t kind) {
+  uint32_t off = seq_offset(kind);
+  if (load32(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ)) == 0) return;
+  __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
+  futex_wake_all(u32_at(ch, off), 1);
+}
+
+static int is_ready(psy_channel *ch, int32_t kind, uint32_t length) {
+  return kind == PSY_WAIT_DATA ? ring_has_data(ch) : ring_has_space(ch, length);
+}
+
+/* Register as a waiter of `kind`; returns the event count to wait on. */
+static uint32_t register_waiter(psy_channel *ch, int32_t kind) {
+  uint32_t off = seq_offset(kind);
+  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
+  __atomic_fetch_add(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  return load32(u32_at(ch, off));
+}
+
+static void unregister_waiter(psy_channel *ch, int32_t kind) {
+  __atomic_fetch_sub(u32_at(ch, seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  __atomic_fetch_and((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), ~waiting_bit(kind), __ATOMIC_SEQ_CST);
+}
+
+static int32_t check_kind(int32_t kind) {
+  if (kind != PSY_WAIT_DATA && kind != PSY_WAIT_SPACE) return psy_fail(PSY_E_INVALID_ARG, "unknown wait kind %d", kind);
+  return 0;
+}
+
+int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  uint32_t seq = register_waiter(ch, kind);
+  int err = is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, seq_offset(kind)), seq, timeout_ms, 1);
+  unregister_waiter(ch, kind);
+  if (err == ETIMEDOUT) return PSY_E_TIMEOUT;
+  if (err == EINTR) return PSY_E_INTERRUPTED;
+  return 0;
+}
+
+static void *waiter_main(void *arg) {
+  psy_waiter *w = arg;
+  uint32_t *seq = u32_at(w->ch, seq_offset(w->kind));
+  for (;;) {
+    uint32_t ctl = __atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST);
+    if (ctl == CTL_STOP) return NULL;
+    if (ctl == CTL_IDLE) {
+      futex_wait_on(&w->ctl, CTL_IDLE, -1, 0);
+      continue;
+    }
+    if (load32(seq) == w->armed_seq && futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1) == EINTR) continue;
+    /* an event, or the safety timeout: either way JavaScript re-polls */
+    if (__atomic_compare_exchange_n(&w->ctl, &ctl, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      unregister_waiter(w->ch, w->kind);
+      w->callback(w->kind);
+    }
+  }
+}
+
+int32_t psy_waiter_start(psy_channel *ch, int32_t kind, psy_wake_callback callback) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  if (!callback) return psy_fail(PSY_E_INVALID_ARG, "waiter callback is null");
+  if (ch->waiters[kind]) return 0;
+  psy_waiter *w = calloc(1, sizeof *w);
+  if (!w) return psy_fail(PSY_E_SYSTEM, "out of memory");
+  w->ch = ch;
+  w->kind = kind;
+  w->callback = callback;
+  if ((rc = pthread_create(&w->thread, NULL, waiter_main, w))) {
+    free(w);
+    return psy_fail(PSY_E_SYSTEM, "pthread_create: %s", strerror(rc));
+  }
+  ch->waiters[kind] = w;
+  return 0;
+}
+
+/* Returns 1 if the condition already holds (nothing armed: poll again now), 0 once armed. */
+int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  psy_waiter *w = ch->waiters[kind];
+  if (!w) return psy_fail(PSY_E_STATE, "no waiter thread for kind %d: call psy_waiter_start first", kind);
+  if (__atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST) == CTL_ARMED) return 0;
+  uint32_t seq = register_waiter(ch, kind);
+  if (is_ready(ch, kind, length)) {
+    unregister_waiter(ch, kind);
+    return 1;
+  }
+  w->armed_seq = seq;
+  __atomic_store_n(&w->ctl, CTL_ARMED, __ATOMIC_SEQ_CST);
+  futex_wake_all(&w->ctl, 0);
+  return 0;
+}
+
+int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  psy_waiter *w = ch->waiters[kind];
+  uint32_t armed = CTL_ARMED;
+  if (w && __atomic_compare_exchange_n(&w->ctl, &armed, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    unregister_waiter(ch, kind);
+  return 0;
+}
+
+/* Stops and joins the waiter threads: after this no callback runs. */
+void waiters_stop(psy_channel *ch) {
+  for (int kind = 0; kind < 2; kind++) {
+    psy_waiter *w = ch->waiters[kind];
+    if (!w) continue;
+    psy_waiter_disarm(ch, kind);
+    __atomic_store_n(&w->ctl, CTL_STOP, __ATOMIC_SEQ_CST);
+    futex_wake_all(&w->ctl, 0);
+    futex_wake_all(u32_at(ch, seq_offset(kind)), 1); /* others re-check and sleep again */
+    pthread_join(w->thread, NULL);
+    free(w);
+    ch->waiters[kind] = NULL;
+  }
+}
+
+int32_t psy_waiter_stop(psy_channel *ch) {
+  waiters_stop(ch);
+  return 0;
+}

@@ -1,0 +1,148 @@
+// Parks asynchronous receives and allocations of one channel handle until the ring may have
+// changed: a C waiter thread sleeps in the kernel (csrc/wait.c) and calls back through a
+// thread-safe JSCallback. The callback does not keep the process alive, so a ref'd timer is held
+// while anything is parked (and re-polls, a second safety net behind the C side's own).
+import { FFIType, JSCallback } from "bun:ffi";
+import { fromNative, PsyneError } from "./errors";
+import { type Handle, lastError, lib } from "./ffi";
+
+export const WaitKind = { Data: 0, Space: 1 } as const;
+export type WaitKind = (typeof WaitKind)[keyof typeof WaitKind];
+
+export interface WaitOptions {
+  /** Milliseconds to wait; no limit when omitted. */
+  timeout?: number;
+  /** Aborting rejects the wait with the signal's reason (an AbortError by default). */
+  signal?: AbortSignal;
+}
+
+interface Parked {
+  /** Tries once; true when the wait is over (resolved or rejected). */
+  attempt(): boolean;
+  /** Payload bytes a space wait needs. */
+  length: number;
+  fail(error: unknown): void;
+}
+
+const KEEPALIVE_MS = 250;
+
+export class Parking {
+  #handle: Handle;
+  #callback: JSCallback | null = null;
+  #started = [false, false];
+  #queues: [Parked[], Parked[]] = [[], []];
+  #keepalive: ReturnType<typeof setInterval> | null = null;
+  #closed = false;
+
+  constructor(handle: Handle) {
+    this.#handle = handle;
+  }
+
+  /**
+   * Resolves with the first non-null result of `attempt`, run whenever the ring may have
+   * changed; null on timeout. `attempt` may throw to reject. Call it once yourself first: this
+   * only waits.
+   */
+  wait<T>(kind: WaitKind, length: number, attempt: () => T | null, options: WaitOptions = {}): Promise<T | null> {
+    const { timeout, signal } = options;
+    if (this.#closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", "the channel is closed"));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (timeout !== undefined && !(timeout >= 0))
+      return Promise.reject(new PsyneError("INVALID_ARGUMENT", `timeout must be a number of milliseconds >= 0, got ${String(timeout)}`));
+    return new Promise<T | null>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = () => parked.fail(signal!.reason);
+      const end = () => {
+        const queue = this.#queues[kind];
+        const at = queue.indexOf(parked);
+        if (at >= 0) queue.splice(at, 1);
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#settle(kind);
+      };
+      const parked: Parked = {
+        length,
+        attempt: () => {
+          const value = attempt();
+          if (value === null) return false;
+          end();
+          resolve(value);
+          return true;
+        },
+        fail: (error) => {
+          end();
+          reject(error);
+        },
+      };
+      if (timeout !== undefined)
+        timer = setTimeout(() => {
+          end();
+          resolve(null);
+        }, timeout);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#queues[kind].push(parked);
+      this.#arm(kind);
+    });
+  }
+
+  /** The ring may have changed: let parked operations try again, oldest first. */
+  #wake(kind: WaitKind): void {
+    if (this.#closed) return;
+    const queue = this.#queues[kind];
+    for (const parked of [...queue]) {
+      let settled: boolean;
+      try {
+        settled = parked.attempt();
+      } catch (error) {
+        parked.fail(error);
+        continue;
+      }
+      if (!settled) break; // the rest would find the same nothing
+    }
+    if (queue.length) this.#arm(kind);
+  }
+
+  #arm(kind: WaitKind): void {
+    const queue = this.#queues[kind];
+    if (!queue.length || this.#closed) return;
+    if (!this.#started[kind]) {
+      this.#callback ??= new JSCallback((k: number) => this.#wake(k as WaitKind), {
+        args: [FFIType.i32],
+        returns: FFIType.void,
+        threadsafe: true,
+      });
+      const rc = lib.psy_waiter_start(this.#handle, kind, this.#callback.ptr!);
+      if (rc < 0) throw fromNative(rc, lastError());
+      this.#started[kind] = true;
+    }
+    const rc = lib.psy_waiter_arm(this.#handle, kind, queue[0].length);
+    if (rc < 0) throw fromNative(rc, lastError());
+    if (rc === 1) queueMicrotask(() => this.#wake(kind)); // already there: no need to sleep
+    this.#keepalive ??= setInterval(() => {
+      this.#wake(WaitKind.Data);
+      this.#wake(WaitKind.Space);
+    }, KEEPALIVE_MS);
+  }
+
+  /** Called when a wait ends: stop waiting in the kernel once nothing of this kind is parked. */
+  #settle(kind: WaitKind): void {
+    if (this.#queues[kind].length === 0 && this.#started[kind] && !this.#closed) lib.psy_waiter_disarm(this.#handle, kind);
+    if (this.#queues[0].length === 0 && this.#queues[1].length === 0 && this.#keepalive) {
+      clearInterval(this.#keepalive);
+      this.#keepalive = null;
+    }
+  }
+
+  /** Rejects everything parked, then stops and joins the waiter threads: no callback after this. */
+  close(uri: string): void {
+    if (this.#closed) return;
+    const parked = [...this.#queues[0], ...this.#queues[1]];
+    for (const p of parked) p.fail(new PsyneError("CHANNEL_CLOSED", `channel ${uri} was closed while waiting`));
+    this.#closed = true;
+    if (this.#keepalive) clearInterval(this.#keepalive);
+    this.#keepalive = null;
+    lib.psy_waiter_stop(this.#handle);
+    this.#callback?.close();
+    this.#callback = null;
+  }
+}

@@ -28,7 +28,10 @@ struct psy_channel {
   uint32_t capacity, mask;
   int32_t mode;
   int32_t slot;
+  uint32_t generation; /* of our slot, stamped into the records we own */
   uint32_t roles;
+  double next_recovery_ms; /* crash recovery runs at most this often (see ring.c) */
+  uint32_t polls_since_recovery;
   char path[PSY_NAME_MAX + 8];
 
   /* producer: positions are trusted local copies, never re-read from shared memory */
@@ -46,6 +49,9 @@ struct psy_channel {
   uint32_t held_pos;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
   psy_polled_record polled;
+
+  /* observer (psy_peek) */
+  uint32_t observing, observe_pos, peeked_pos;
 
   psy_waiter *waiters[2]; /* by psy_wait_kind; started on first asynchronous wait */
 };
@@ -76,7 +82,11 @@ static inline uint32_t record_span(uint32_t length) {
 
 int32_t psy_fail(int32_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Logs a channel event to stderr when PSYNE_DEBUG=1. */
+void debug_log(const psy_channel *ch, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* participants.c */
+int owner_alive(const psy_channel *ch, uint32_t record_state);
 int32_t participants_join(psy_channel *ch);
 void participants_leave(psy_channel *ch);
 int32_t participants_take_role(psy_channel *ch, uint32_t role);
@@ -88,6 +98,7 @@ void ring_close(psy_channel *ch);
 int ring_has_unread(psy_channel *ch);
 int ring_has_data(psy_channel *ch);
 int ring_has_space(psy_channel *ch, uint32_t length);
+void ring_forget_participant(psy_channel *ch, uint32_t slot);
 
 /* wait.c */
 void notify_waiters(psy_channel *ch, int32_t kind);

@@ -22,8 +22,10 @@
  *   +---------------+---------------+---------------+---------------+---------------...
  *
  *   span = 16 + length rounded up to 16 (so payloads are 16-aligned for every typed array).
- *   state = record state (low 8 bits) | owner slot (bits 8..15); position = the record's own
- *   position, a tag that tells this lap's header from stale bytes.
+ *   state = record state (bits 0..7) | owner slot (8..15) | the owner slot's generation (16..31),
+ *   so a record whose owner died is recognized even after its slot was taken again; position =
+ *   the record's own position, a tag that tells this lap's header from stale bytes. State and
+ *   position form one 8-byte word, compared-and-swapped together where consumers race.
  *
  * Who moves what (P = producer, C = consumer):
  *   tail        positions below it are committed records. SPSC/SPMC/BROADCAST: the producer stores
@@ -101,6 +103,7 @@
 #define PSY_SLOT_HELD_POS 72u      /* u32, position of the record this slot holds */
 #define PSY_SLOT_HELD 76u          /* u32, 1 while it holds one */
 #define PSY_SLOT_WAITING 80u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
+#define PSY_SLOT_CLAIMING_SPAN 84u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
 
 #define PSY_RING_OFFSET 16384u
 
@@ -117,6 +120,9 @@
 #define PSY_REC_ABANDONED 3u /* skipped: its producer released or died before committing */
 #define PSY_REC_TAKEN 4u     /* SPMC/MPMC: owned by the consumer in the owner bits */
 #define PSY_REC_DONE 5u      /* SPMC/MPMC: released, space reclaimable */
+#define PSY_REC_STATE_MASK 0xffu
+#define PSY_REC_OWNER_SHIFT 8
+#define PSY_REC_GENERATION_SHIFT 16
 
 #define PSY_SLOT_FREE 0u
 #define PSY_SLOT_ACTIVE 1u
@@ -139,7 +145,9 @@ _Static_assert(PSY_OFF_SPACE_SEQ - PSY_OFF_DATA_SEQ >= PSY_CACHE_LINE, "event co
 _Static_assert(PSY_OFF_RETIRED + 5 * 8 <= PSY_CONTROL_SIZE, "control block fits");
 _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
-_Static_assert(PSY_SLOT_WAITING + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_SLOT_CLAIMING_SPAN + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_REC_POSITION == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
+_Static_assert(PSY_MAX_SLOTS <= 256, "a slot index fits the owner bits");
 _Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SPACE_WAITERS == PSY_OFF_SPACE_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
@@ -156,7 +164,7 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(OFF_DATA_WAITERS) X(OFF_SPACE_SEQ) X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(SLOT_WAITING) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
+  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(SLOT_WAITING) X(SLOT_CLAIMING_SPAN) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
   X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
   X(ROLE_CONSUMER) X(INIT_READY)

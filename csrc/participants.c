@@ -38,6 +38,16 @@ int byte_locked_by_other(int fd, long byte) {
   return fl.l_type != F_UNLCK;
 }
 
+/* Is the process that stamped `record_state` still there? Its slot must still be held, and by
+ * the same incarnation (a slot taken again after a death has a new generation). */
+int owner_alive(const psy_channel *ch, uint32_t record_state) {
+  uint32_t slot = (record_state >> PSY_REC_OWNER_SHIFT) & 0xff;
+  uint32_t generation = record_state >> PSY_REC_GENERATION_SHIFT;
+  if (slot >= PSY_MAX_SLOTS) return 0;
+  if ((load32((uint32_t *)(slot_at(ch, slot) + PSY_SLOT_GENERATION)) & 0xffff) != generation) return 0;
+  return psy_slot_alive(ch, slot);
+}
+
 int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot) {
   if (slot >= PSY_MAX_SLOTS) return 0;
   if ((int32_t)slot == ch->slot) return 1;
@@ -91,12 +101,18 @@ int32_t participants_join(psy_channel *ch) {
   for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
     if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_SLOT(i), 0)) continue; /* a live owner holds it */
     uint8_t *s = slot_at(ch, i);
-    if (load32((uint32_t *)(s + PSY_SLOT_STATE)) != PSY_SLOT_FREE) retire_slot(ch, i); /* died attached */
+    if (load32((uint32_t *)(s + PSY_SLOT_STATE)) != PSY_SLOT_FREE) { /* its last owner died attached */
+      debug_log(ch, "participant %u (pid %u) died attached: its slot is free again", i, *(uint32_t *)(s + PSY_SLOT_PID));
+      ring_forget_participant(ch, i);
+      retire_slot(ch, i);
+    }
     *(uint32_t *)(s + PSY_SLOT_PID) = (uint32_t)getpid();
     *(uint64_t *)(s + PSY_SLOT_START_TIME) = own_start_time();
-    *(uint32_t *)(s + PSY_SLOT_GENERATION) += 1;
+    ch->generation = load32((uint32_t *)(s + PSY_SLOT_GENERATION)) + 1;
+    store32((uint32_t *)(s + PSY_SLOT_GENERATION), ch->generation);
     store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_ACTIVE);
     ch->slot = (int32_t)i;
+    debug_log(ch, "attached as participant %u", i);
     return 0;
   }
   return psy_fail(PSY_E_SLOTS, "channel %s has %u live participants, the most it can hold", ch->path + 7, PSY_MAX_SLOTS);

@@ -102,7 +102,7 @@ PSY_API uint32_t psy_used(const psy_channel *ch);
 PSY_API int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms);
 
 /* Asynchronous waiting for event loops: a thread per kind sleeps in the kernel and calls
- * `callback(kind)` (from that thread) when the armed condition may hold, or every 100 ms while
+ * `callback(kind)` (from that thread) when the armed condition may hold, or every 50 ms while
  * armed. Arm once per wait; arming returns 1 (and arms nothing) if the condition already holds.
  * psy_waiter_stop (also done by psy_close) joins the threads: no callback runs after it. */
 PSY_API int32_t psy_waiter_start(psy_channel *ch, int32_t kind, psy_wake_callback callback);
@@ -110,8 +110,26 @@ PSY_API int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length);
 PSY_API int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind);
 PSY_API int32_t psy_waiter_stop(psy_channel *ch);
 
+/* Observes without consuming: the next committed record after this handle's observer position
+ * (which starts at the newest), details in psy_polled(); or PSY_E_EMPTY. The producer does not
+ * wait for observers: check psy_peek_intact() after reading to know it was not overwritten. */
+PSY_API int32_t psy_peek(psy_channel *ch);
+PSY_API int32_t psy_peek_intact(const psy_channel *ch);
+
+/* Looks for participants that died holding ring state and repairs it now (it also runs by
+ * itself, at most every 5 ms, whenever the ring looks stuck). */
+PSY_API int32_t psy_recover(psy_channel *ch);
+
 /* 1 if participant slot `slot` is held by a live process (the kernel vouches), else 0. */
 PSY_API int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);
+
+/* Reads channel `name` without attaching: its first PSY_RING_OFFSET bytes (control block and
+ * participant table) into header_out, and liveness into alive_out[1 + PSY_MAX_SLOTS]: [0] is 1 if
+ * any handle is attached, [1 + i] if slot i's owner lives. 0, or PSY_E_NOT_FOUND, or
+ * PSY_E_CORRUPT (header_out is still filled). */
+PSY_API int32_t psy_inspect(const char *name, uint8_t *header_out, uint32_t *alive_out);
+/* Removes channel `name` only if no live process is attached: 1 removed, 0 in use. */
+PSY_API int32_t psy_remove_if_stale(const char *name);
 
 /* Removes the segment named `name` (0, or PSY_E_NOT_FOUND). Attached handles keep working. */
 PSY_API int32_t psy_unlink(const char *name);

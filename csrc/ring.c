@@ -19,6 +19,7 @@
 #include "internal.h"
 
 #include <string.h>
+#include <time.h>
 
 static inline int multi_producer(const psy_channel *ch) { return ch->mode == PSY_MPSC || ch->mode == PSY_MPMC; }
 static inline int work_queue(const psy_channel *ch) { return ch->mode == PSY_SPMC || ch->mode == PSY_MPMC; }
@@ -30,7 +31,16 @@ static uint32_t *own_slot_u32(psy_channel *ch, uint32_t offset) {
   return (uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + offset);
 }
 static inline uint32_t *rec_u32(uint8_t *rec, uint32_t field) { return (uint32_t *)(rec + field); }
-static inline uint32_t mine(const psy_channel *ch, uint32_t state) { return state | ((uint32_t)ch->slot << 8); }
+/* A record state stamped with its owner: this slot and this incarnation of it. */
+static inline uint32_t mine(const psy_channel *ch, uint32_t state) {
+  return state | ((uint32_t)ch->slot << PSY_REC_OWNER_SHIFT) | ((ch->generation & 0xffff) << PSY_REC_GENERATION_SHIFT);
+}
+static inline uint64_t *state_and_tag(uint8_t *rec) { return (uint64_t *)(rec + PSY_REC_STATE); }
+static inline uint64_t state_word(uint32_t position, uint32_t state) { return ((uint64_t)position << 32) | state; }
+static inline int cas_state(uint8_t *rec, uint64_t expected, uint64_t desired) {
+  return __atomic_compare_exchange_n(state_and_tag(rec), &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+static void maybe_recover(psy_channel *ch);
 
 static int32_t corrupt_cursors(psy_channel *ch, const char *what, uint32_t a, uint32_t b) {
   return psy_fail(PSY_E_CORRUPT, "channel %s is corrupt: %s (%u, %u) are more than capacity %u apart",
@@ -40,12 +50,14 @@ static int32_t corrupt_cursors(psy_channel *ch, const char *what, uint32_t a, ui
 /* A record header read from the ring: valid only if its tag matches and it fits `available`. */
 typedef struct {
   uint32_t length, type, state, span;
+  uint32_t stamp; /* the whole state word, owner included */
 } record_header;
 
 static int read_header(const psy_channel *ch, uint32_t pos, uint32_t available, record_header *h) {
   uint8_t *rec = record_at(ch, pos);
   if (load32(rec_u32(rec, PSY_REC_POSITION)) != pos) return 0; /* acquire: the fields below are this lap's */
-  h->state = load32(rec_u32(rec, PSY_REC_STATE)) & 0xff;
+  h->stamp = load32(rec_u32(rec, PSY_REC_STATE));
+  h->state = h->stamp & PSY_REC_STATE_MASK;
   h->length = *rec_u32(rec, PSY_REC_LENGTH);
   h->type = *rec_u32(rec, PSY_REC_TYPE);
   h->span = h->length > ch->capacity ? 0 : record_span(h->length);
@@ -101,12 +113,34 @@ static int32_t make_room(psy_channel *ch, uint32_t pos, uint32_t span) {
   uint32_t used = pos - ch->head_cache;
   if (corrupt || used > ch->capacity) return corrupt_cursors(ch, "claim position and head", pos, ch->head_cache);
   if (used + span > ch->capacity) {
+    if (work_queue(ch)) maybe_recover(ch); /* a dead consumer's record may hold head back */
     if (!ch->was_full) (*slot_counter(ch, PSY_SLOT_FULL_EVENTS))++; /* count becoming full, not retries */
     ch->was_full = 1;
     return PSY_E_FULL;
   }
   ch->was_full = 0;
   return 0;
+}
+
+/* Single producer taking over from a dead one: records it committed after an unsent one were
+ * never published. Publish them (the unsent ones become abandoned) so every message whose
+ * send() returned is delivered. Walks only this lap's records (the tag must match). */
+static void publish_orphans(psy_channel *ch) {
+  uint32_t tail = ch->pub_pos, room = ch->capacity - (tail - ch->head_cache), pos = tail, end = tail;
+  while (pos - tail < room) {
+    uint8_t *rec = record_at(ch, pos);
+    record_header h;
+    if (!read_header(ch, pos, room - (pos - tail), &h) || owner_alive(ch, h.stamp)) break;
+    if (h.state == PSY_REC_CLAIMED) store32(rec_u32(rec, PSY_REC_STATE), (h.stamp & ~PSY_REC_STATE_MASK) | PSY_REC_ABANDONED);
+    else if (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED) break;
+    pos += h.span;
+    if (h.state == PSY_REC_COMMITTED) end = pos;
+  }
+  if (end == tail) return;
+  debug_log(ch, "published %u bytes of messages a dead producer had sent", end - tail);
+  ch->claim_pos = ch->pub_pos = end;
+  store32(u32_at(ch, PSY_OFF_TAIL), end);
+  notify_waiters(ch, PSY_WAIT_DATA);
 }
 
 static int32_t become_producer(psy_channel *ch) {
@@ -117,19 +151,28 @@ static int32_t become_producer(psy_channel *ch) {
   ch->claim_pos = ch->pub_pos = load32(u32_at(ch, PSY_OFF_TAIL));
   ch->head_cache = ch->mode == PSY_BROADCAST ? ch->pub_pos : load32(u32_at(ch, PSY_OFF_HEAD));
   if (ch->claim_pos - ch->head_cache > ch->capacity) return corrupt_cursors(ch, "tail and head", ch->claim_pos, ch->head_cache);
+  if (!multi_producer(ch)) publish_orphans(ch);
   return 0;
 }
 
 /* MPSC/MPMC: take [pos, pos + span) with a CAS on claim_tail. */
 static int32_t claim_shared(psy_channel *ch, uint32_t span, uint32_t *pos_out) {
   uint32_t *claim_tail = u32_at(ch, PSY_OFF_CLAIM_TAIL);
+  uint32_t *claiming_pos = own_slot_u32(ch, PSY_SLOT_CLAIMING_POS), *claiming_span = own_slot_u32(ch, PSY_SLOT_CLAIMING_SPAN);
   for (;;) {
     uint32_t pos = load32(claim_tail);
     if (pos - ch->head_cache + span > ch->capacity) {
       int32_t rc = make_room(ch, pos, span);
       if (load32(claim_tail) != pos) continue; /* moved meanwhile: decide again on fresh values */
-      if (rc) return rc;
+      if (rc) {
+        __atomic_store_n(claiming_span, 0, __ATOMIC_RELEASE);
+        return rc;
+      }
     }
+    /* say what we are about to take: if we die before writing its header, recover_tail() can
+     * still skip it (the CAS below orders these stores before the claim) */
+    __atomic_store_n(claiming_pos, pos, __ATOMIC_RELEASE);
+    __atomic_store_n(claiming_span, span, __ATOMIC_RELEASE);
     if (cas32(claim_tail, pos, pos + span)) {
       *pos_out = pos;
       return 0;
@@ -164,11 +207,12 @@ int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
   __atomic_store_n(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_CLAIMED), __ATOMIC_RELEASE);
   *rec_u32(rec, PSY_REC_LENGTH) = length;
   *rec_u32(rec, PSY_REC_TYPE) = type;
-  /* several producers: zero the alignment padding, so every byte of a lap is rewritten and a
-   * stale tag advance_tail() might read can only be the previous lap's (position - capacity) */
-  if (multi_producer(ch)) memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
+  /* zero the alignment padding, so every byte of a lap is rewritten: a stale tag that
+   * advance_tail() or recovery might read can then only be the previous lap's, never a match */
+  memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
   /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
   __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), pos, __ATOMIC_RELEASE);
+  if (multi_producer(ch)) __atomic_store_n(own_slot_u32(ch, PSY_SLOT_CLAIMING_SPAN), 0, __ATOMIC_RELEASE);
   psy_pending *p = &ch->pending[(ch->pending_first + ch->pending_count++) % PSY_MAX_PENDING];
   p->position = pos;
   p->span = span;
@@ -185,8 +229,10 @@ static void advance_tail(psy_channel *ch) {
     uint32_t tail = load32(tail_p), claimed = load32(claim_tail);
     if (tail == claimed || claimed - tail > ch->capacity) return;
     record_header h;
-    if (!read_header(ch, tail, claimed - tail, &h)) return; /* its claimer has not written the tag yet */
-    if (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED) return;
+    if (!read_header(ch, tail, claimed - tail, &h) || (h.state != PSY_REC_COMMITTED && h.state != PSY_REC_ABANDONED)) {
+      maybe_recover(ch); /* still being written, or its producer died: see recover_tail() */
+      return;
+    }
     if (cas32(tail_p, tail, tail + h.span)) notify_waiters(ch, PSY_WAIT_DATA);
   }
 }
@@ -296,29 +342,31 @@ static int32_t take_returned(psy_channel *ch) {
   while (pos != limit) {
     record_header h;
     if (!read_header(ch, pos, limit - pos, &h)) return PSY_E_EMPTY; /* head moved past pos: rescan later */
-    if (h.state == PSY_REC_COMMITTED) {
-      uint64_t *pair = (uint64_t *)(record_at(ch, pos) + PSY_REC_STATE);
-      uint64_t expected = __atomic_load_n(pair, __ATOMIC_SEQ_CST);
-      uint64_t want = ((uint64_t)pos << 32) | mine(ch, PSY_REC_TAKEN);
-      if ((expected >> 32) == pos && (expected & 0xff) == PSY_REC_COMMITTED &&
-          __atomic_compare_exchange_n(pair, &expected, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        __atomic_fetch_sub(returned, 1, __ATOMIC_SEQ_CST);
-        return deliver(ch, pos, &h);
-      }
+    if (h.state == PSY_REC_COMMITTED && cas_state(record_at(ch, pos), state_word(pos, h.stamp), state_word(pos, mine(ch, PSY_REC_TAKEN)))) {
+      uint32_t hint = load32(returned);
+      if (hint) cas32(returned, hint, hint - 1);
+      return deliver(ch, pos, &h);
     }
     pos += h.span;
   }
+  /* nothing behind claim_head to take: the count was only a hint (recovery sets it again) */
+  uint32_t hint = load32(returned);
+  if (hint) cas32(returned, hint, 0);
   return PSY_E_EMPTY;
 }
 
 static int32_t take_next(psy_channel *ch) {
+  if (++ch->polls_since_recovery >= 1024) maybe_recover(ch); /* a dead consumer's record may be waiting */
   int32_t returned = take_returned(ch);
   if (returned != PSY_E_EMPTY) return returned;
   uint32_t *claim_head = u32_at(ch, PSY_OFF_CLAIM_HEAD);
   for (;;) {
     uint32_t pos = load32(claim_head);
     uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL)); /* pairs with the producers' publish of tail */
-    if (pos == tail) return PSY_E_EMPTY;
+    if (pos == tail) {
+      maybe_recover(ch);
+      return PSY_E_EMPTY;
+    }
     uint32_t available = tail - pos;
     record_header h;
     int valid = available <= ch->capacity && read_header(ch, pos, available, &h) &&
@@ -328,15 +376,16 @@ static int32_t take_next(psy_channel *ch) {
       return available > ch->capacity ? corrupt_cursors(ch, "tail and claim_head", tail, pos)
                                       : corrupt_record(ch, pos, available);
     }
-    store32(own_slot_u32(ch, PSY_SLOT_CLAIMING_POS), pos); /* for crash recovery */
     if (!cas32(claim_head, pos, pos + h.span)) continue;
-    uint32_t *state = rec_u32(record_at(ch, pos), PSY_REC_STATE);
+    uint8_t *rec = record_at(ch, pos);
     if (h.state == PSY_REC_ABANDONED) {
-      store32(state, mine(ch, PSY_REC_DONE));
+      store32(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_DONE));
       advance_head(ch);
       continue;
     }
-    store32(state, mine(ch, PSY_REC_TAKEN));
+    /* CAS, not a store: if we stalled here, recovery may have handed the record to another
+     * consumer through take_returned(); exactly one of us gets it */
+    if (!cas_state(rec, state_word(pos, h.stamp), state_word(pos, mine(ch, PSY_REC_TAKEN)))) continue;
     return deliver(ch, pos, &h);
   }
 }
@@ -345,7 +394,10 @@ static int32_t read_next(psy_channel *ch) {
   for (;;) {
     if (ch->read_pos == ch->tail_cache) {
       ch->tail_cache = load32(u32_at(ch, PSY_OFF_TAIL)); /* pairs with the producer's publish of tail */
-      if (ch->read_pos == ch->tail_cache) return PSY_E_EMPTY;
+      if (ch->read_pos == ch->tail_cache) {
+        if (multi_producer(ch)) maybe_recover(ch); /* a dead producer's claim may block tail */
+        return PSY_E_EMPTY;
+      }
     }
     uint32_t available = ch->tail_cache - ch->read_pos;
     if (available > ch->capacity) return corrupt_cursors(ch, "tail and read position", ch->tail_cache, ch->read_pos);
@@ -406,6 +458,143 @@ int32_t psy_take_role(psy_channel *ch, uint32_t role) {
   if (role == PSY_ROLE_PRODUCER) return ch->roles & role ? 0 : become_producer(ch);
   if (role == PSY_ROLE_CONSUMER) return ch->roles & role ? 0 : become_consumer(ch);
   return psy_fail(PSY_E_INVALID_ARG, "unknown role %u", role);
+}
+
+/* ---- crash recovery ------------------------------------------------------------------------
+ * Whoever finds the ring stuck looks for the dead (at most every RECOVERY_INTERVAL_MS per handle):
+ * consumers when they find nothing, producers when they find no room or a stuck tail. Liveness
+ * comes from the kernel (owner_alive); every position and length is bounded as elsewhere. */
+
+#define RECOVERY_INTERVAL_MS 5
+
+/* MPSC/MPMC: participant `slot` is dead; if it died between taking space and writing the
+ * header, write an abandoned header there so consumers skip it. 1 if it did. */
+static int abandon_dead_claim(psy_channel *ch, uint32_t slot) {
+  uint8_t *s = slot_at(ch, slot);
+  uint32_t pos = load32((uint32_t *)(s + PSY_SLOT_CLAIMING_POS)), span = load32((uint32_t *)(s + PSY_SLOT_CLAIMING_SPAN));
+  uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL)), claimed = load32(u32_at(ch, PSY_OFF_CLAIM_TAIL));
+  if (!span || claimed - tail > ch->capacity || pos - tail >= claimed - tail) return 0;
+  uint8_t *rec = record_at(ch, pos);
+  if (load32(rec_u32(rec, PSY_REC_POSITION)) == pos) return 0; /* header written: recover_tail() judges it by its owner */
+  if (span < PSY_REC_HEADER || span % PSY_REC_ALIGN || span > claimed - pos) return 0;
+  if (pos + span != claimed && load32(rec_u32(record_at(ch, pos + span), PSY_REC_POSITION)) != pos + span) return 0;
+  *rec_u32(rec, PSY_REC_LENGTH) = span - PSY_REC_HEADER;
+  *rec_u32(rec, PSY_REC_TYPE) = 0;
+  store32(rec_u32(rec, PSY_REC_STATE), PSY_REC_ABANDONED | (slot << PSY_REC_OWNER_SHIFT));
+  store32(rec_u32(rec, PSY_REC_POSITION), pos);
+  store32((uint32_t *)(s + PSY_SLOT_CLAIMING_SPAN), 0);
+  debug_log(ch, "skipped %u bytes a dead producer claimed at position %u", span, pos);
+  return 1;
+}
+
+/* A dead participant's slot is being taken over: settle what it left half-done first. */
+void ring_forget_participant(psy_channel *ch, uint32_t slot) {
+  if (multi_producer(ch) && abandon_dead_claim(ch, slot)) advance_tail(ch);
+  store32((uint32_t *)(slot_at(ch, slot) + PSY_SLOT_CLAIMING_SPAN), 0);
+}
+
+/* MPSC/MPMC: a producer died between claiming space and committing it; its record blocks tail. */
+static void recover_tail(psy_channel *ch) {
+  uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL)), claimed = load32(u32_at(ch, PSY_OFF_CLAIM_TAIL));
+  if (tail == claimed || claimed - tail > ch->capacity) return;
+  uint8_t *rec = record_at(ch, tail);
+  uint64_t word = __atomic_load_n(state_and_tag(rec), __ATOMIC_SEQ_CST);
+  uint32_t stamp = (uint32_t)word;
+  if ((uint32_t)(word >> 32) == tail) { /* its header is written: the owner is in it */
+    if ((stamp & PSY_REC_STATE_MASK) != PSY_REC_CLAIMED || owner_alive(ch, stamp)) return;
+    if (cas_state(rec, word, state_word(tail, (stamp & ~PSY_REC_STATE_MASK) | PSY_REC_ABANDONED)))
+      debug_log(ch, "skipped the unfinished message of a dead producer at position %u", tail);
+    advance_tail(ch);
+    return;
+  }
+  /* no header yet: whoever took [tail, ...) said so in its slot before its CAS */
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
+    uint8_t *sl = slot_at(ch, i);
+    if (load32((uint32_t *)(sl + PSY_SLOT_CLAIMING_POS)) != tail || load32((uint32_t *)(sl + PSY_SLOT_CLAIMING_SPAN)) == 0) continue;
+    if (psy_slot_alive(ch, i)) return; /* alive: it is about to write the header */
+    if (abandon_dead_claim(ch, i)) {
+      advance_tail(ch);
+      return;
+    }
+  }
+}
+
+/* SPMC/MPMC: messages taken by a consumer that died are given back for another to take. */
+static void recover_takers(psy_channel *ch) {
+  uint32_t pos = load32(u32_at(ch, PSY_OFF_HEAD)), limit = load32(u32_at(ch, PSY_OFF_CLAIM_HEAD));
+  if (limit - pos > ch->capacity) return;
+  uint32_t found = 0;
+  while (pos != limit) {
+    record_header h;
+    if (!read_header(ch, pos, limit - pos, &h)) return; /* head moved under us: next time */
+    uint8_t *rec = record_at(ch, pos);
+    if (h.state == PSY_REC_TAKEN && !owner_alive(ch, h.stamp) &&
+        cas_state(rec, state_word(pos, h.stamp), state_word(pos, (h.stamp & ~PSY_REC_STATE_MASK) | PSY_REC_COMMITTED))) {
+      debug_log(ch, "a dead consumer held the message at position %u: it will be delivered again", pos);
+      found++;
+    } else if (h.state == PSY_REC_COMMITTED) {
+      found++; /* taken off claim_head but never marked: its taker died in between */
+    }
+    pos += h.span;
+  }
+  if (found && load32(u32_at(ch, PSY_OFF_RETURNED)) == 0) __atomic_fetch_add(u32_at(ch, PSY_OFF_RETURNED), found, __ATOMIC_SEQ_CST);
+  if (found) notify_waiters(ch, PSY_WAIT_DATA);
+}
+
+static double monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void maybe_recover(psy_channel *ch) {
+  ch->polls_since_recovery = 0;
+  double now = monotonic_ms();
+  if (now < ch->next_recovery_ms) return;
+  ch->next_recovery_ms = now + RECOVERY_INTERVAL_MS;
+  if (multi_producer(ch)) recover_tail(ch);
+  if (work_queue(ch)) recover_takers(ch);
+}
+
+int32_t psy_recover(psy_channel *ch) {
+  ch->next_recovery_ms = 0;
+  maybe_recover(ch);
+  return 0;
+}
+
+/* ---- observing ---------------------------------------------------------------------------- */
+
+/* The next committed record after this handle's observer position, without consuming it or
+ * holding the producer back (for `psyne tail`). A writer may lap the observer: then it skips to
+ * the newest data. psy_peek_intact() tells whether the record was overwritten while being read. */
+int32_t psy_peek(psy_channel *ch) {
+  uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL));
+  if (!ch->observing) {
+    ch->observing = 1;
+    ch->observe_pos = tail;
+  }
+  for (;;) {
+    if (ch->observe_pos == tail) return PSY_E_EMPTY;
+    uint32_t available = tail - ch->observe_pos;
+    record_header h;
+    if (available > ch->capacity || !read_header(ch, ch->observe_pos, available, &h)) {
+      ch->observe_pos = tail; /* lapped: start again from the newest */
+      return PSY_E_EMPTY;
+    }
+    uint32_t pos = ch->observe_pos;
+    ch->observe_pos += h.span;
+    if (h.state == PSY_REC_ABANDONED || h.state == PSY_REC_CLAIMED) continue;
+    ch->peeked_pos = pos;
+    ch->polled.index = pos & ch->mask;
+    ch->polled.length = h.length;
+    ch->polled.type = h.type;
+    ch->polled.span = h.span;
+    return (int32_t)ch->polled.index;
+  }
+}
+
+int32_t psy_peek_intact(const psy_channel *ch) {
+  return load32(rec_u32(record_at(ch, ch->peeked_pos), PSY_REC_POSITION)) == ch->peeked_pos;
 }
 
 /* ---- conditions for waiting (called on the handle's own thread) ---------------------------- */

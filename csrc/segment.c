@@ -25,6 +25,21 @@ int32_t psy_fail(int32_t code, const char *fmt, ...) {
 
 const char *psy_last_error(void) { return last_error; }
 
+void debug_log(const psy_channel *ch, const char *fmt, ...) {
+  static int enabled = -1;
+  if (enabled < 0) {
+    const char *env = getenv("PSYNE_DEBUG");
+    enabled = env && *env && strcmp(env, "0") != 0;
+  }
+  if (!enabled) return;
+  char text[400];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(text, sizeof text, fmt, args);
+  va_end(args);
+  fprintf(stderr, "[psyne %d] %s: %s\n", (int)getpid(), ch ? ch->path + 7 : "-", text);
+}
+
 const char *psy_layout(void) {
   static char text[4096];
   if (text[0]) return text;
@@ -305,8 +320,10 @@ int32_t psy_close(psy_channel *ch) {
    * the other's read lock and both leave the segment behind. An attacher that slips in between
    * holds a read lock (so nobody removes), or finds the name unlinked and starts afresh. */
   lock_byte(ch->fd, F_UNLCK, PSY_LOCK_ATTACH, 0);
-  if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && !ring_has_unread(ch) && still_linked(ch))
-    shm_unlink(ch->path);
+  if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0) {
+    if (ring_has_unread(ch)) debug_log(ch, "last to detach; kept: it holds undelivered messages");
+    else if (still_linked(ch) && shm_unlink(ch->path) == 0) debug_log(ch, "last to detach: removed");
+  }
   munmap(ch->base, ch->map_size);
   release_fd(ch);
   free(ch);
@@ -320,6 +337,54 @@ int32_t psy_unlink(const char *name) {
   if (shm_unlink(path) == 0) return 0;
   if (errno == ENOENT) return psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", name);
   return psy_fail(PSY_E_SYSTEM, "shm_unlink %s: %s", path, strerror(errno));
+}
+
+int32_t psy_inspect(const char *name, uint8_t *header_out, uint32_t *alive_out) {
+  psy_channel probe;
+  memset(&probe, 0, sizeof probe);
+  int32_t rc = segment_path(probe.path, sizeof probe.path, name);
+  if (rc) return rc;
+  memset(header_out, 0, PSY_RING_OFFSET);
+  memset(alive_out, 0, (1 + PSY_MAX_SLOTS) * sizeof *alive_out);
+  int fd = shm_open(probe.path, O_RDONLY, 0);
+  if (fd < 0) {
+    if (errno == ENOENT) return psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", name);
+    return psy_fail(PSY_E_SYSTEM, "shm_open %s: %s", probe.path, strerror(errno));
+  }
+  struct stat st;
+  if (fstat(fd, &st) || pread(fd, header_out, PSY_RING_OFFSET, 0) < 0) {
+    rc = psy_fail(PSY_E_SYSTEM, "read %s: %s", probe.path, strerror(errno));
+    close(fd);
+    return rc;
+  }
+  /* liveness as the kernel sees it: a lock conflicts only while its holder lives */
+  alive_out[0] = (uint32_t)byte_locked_by_other(fd, PSY_LOCK_ATTACH);
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) alive_out[1 + i] = (uint32_t)byte_locked_by_other(fd, PSY_LOCK_SLOT(i));
+  close(fd);
+  uint32_t init_state;
+  memcpy(&init_state, header_out + PSY_OFF_INIT_STATE, 4);
+  if (init_state != PSY_INIT_READY)
+    return psy_fail(PSY_E_CORRUPT, "%s is not an initialized psyne channel (init state %08x, %lld bytes)", probe.path,
+                    init_state, (long long)st.st_size);
+  return validate(&probe, header_out, st.st_size);
+}
+
+int32_t psy_remove_if_stale(const char *name) {
+  psy_channel probe;
+  memset(&probe, 0, sizeof probe);
+  int32_t rc = segment_path(probe.path, sizeof probe.path, name);
+  if (rc) return rc;
+  probe.fd = shm_open(probe.path, O_RDWR, 0);
+  if (probe.fd < 0) {
+    if (errno == ENOENT) return psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", name);
+    return psy_fail(PSY_E_SYSTEM, "shm_open %s: %s", probe.path, strerror(errno));
+  }
+  /* the attach byte is read-locked by every attached handle: if we can write-lock it, nobody is
+   * attached, and anyone attaching now waits for us, then finds the name gone and starts afresh */
+  int removed = lock_byte(probe.fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && still_linked(&probe) && shm_unlink(probe.path) == 0;
+  if (removed) debug_log(&probe, "removed: no live process was attached");
+  close(probe.fd);
+  return removed;
 }
 
 uint8_t *psy_base(const psy_channel *ch) { return ch->base; }

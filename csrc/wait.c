@@ -47,7 +47,7 @@ static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, 
 static void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
 #endif
 
-#define WAKE_SAFETY_MS 100 /* a parked waiter re-polls this often whatever happens */
+#define WAKE_SAFETY_MS 50 /* a parked waiter re-polls this often whatever happens */
 
 enum { CTL_IDLE = 0, CTL_ARMED = 1, CTL_STOP = 2 };
 

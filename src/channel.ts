@@ -12,6 +12,8 @@ import {
   PsyneError,
 } from "./errors";
 import { cstr, type Handle, lastError, lib } from "./ffi";
+import { debug } from "./debug";
+import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
 import { Parking, WaitKind, type WaitOptions } from "./waiting";
 import {
@@ -62,26 +64,7 @@ export interface ChannelOptions {
   role?: "producer" | "consumer";
 }
 
-export interface ProcessInfo {
-  pid: number;
-  roles: Array<"producer" | "consumer">;
-  alive: boolean;
-  self: boolean;
-  messagesSent: number;
-  messagesReceived: number;
-}
-
-export interface ChannelStats {
-  mode: ChannelMode;
-  capacity: number;
-  bytesInUse: number;
-  messagesSent: number;
-  bytesSent: number;
-  messagesReceived: number;
-  bytesReceived: number;
-  fullEvents: number;
-  processes: ProcessInfo[];
-}
+export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -103,9 +86,12 @@ export function parseUri(uri: unknown): { scheme: string; name: string } {
 }
 
 /** The segment name behind a URI; memory:// channels are private to this process and its Workers. */
-function segmentName(scheme: string, name: string): string {
+export function segmentName(scheme: string, name: string): string {
   return scheme === "memory" ? `mem-${process.pid}-${name}` : name;
 }
+
+/** Internal: observe a channel without consuming (see Channel[PEEK]). */
+export const PEEK = Symbol("psyne.peek");
 
 const openChannels = new Set<Channel>();
 let exitHookInstalled = false;
@@ -113,11 +99,14 @@ function trackOpen(channel: Channel): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     // a normal exit detaches; signals and crashes are handled by liveness instead
-    process.on("exit", () => {
-      for (const c of [...openChannels]) c.close();
-    });
+    process.on("exit", closeAllChannels);
   }
   openChannels.add(channel);
+}
+
+/** Closes every channel this process has open. */
+export function closeAllChannels(): void {
+  for (const c of [...openChannels]) c.close();
 }
 
 export class Channel implements MessageChannel {
@@ -164,7 +153,11 @@ export class Channel implements MessageChannel {
       openModeIds[open],
       ptr(errorOut),
     );
-    if (!handle) throw fromNative(errorOut[0], lastError());
+    if (!handle) {
+      const error = fromNative(errorOut[0], lastError());
+      debug(uri, `open failed: ${error.message}`);
+      throw error;
+    }
     this.#handle = handle;
     this.uri = uri;
     this.name = name;
@@ -175,6 +168,7 @@ export class Channel implements MessageChannel {
     this.#polled = new Uint32Array(this.#polledBuffer);
     this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
     trackOpen(this);
+    debug(uri, `opened (${this.mode}, ${this.bufferSize} bytes, participant ${lib.psy_slot(handle)})`);
     if (options.role) {
       if (options.role !== "producer" && options.role !== "consumer") {
         this.close();
@@ -266,6 +260,26 @@ export class Channel implements MessageChannel {
     if (await this.#park().wait(WaitKind.Space, asked, attempt, options)) return;
     this.#open();
     throw this.#fullError(asked, `still full after ${options?.timeout} ms`);
+  }
+
+  /**
+   * Observes without consuming (for `psyne tail`): a detached copy of the next message after
+   * this handle's observer position, or null. `intact` is false if it was overwritten while
+   * copied (the producer does not wait for observers).
+   */
+  [PEEK](): { message: Message; intact: boolean } | null {
+    const handle = this.#open();
+    const index = lib.psy_peek(handle);
+    if (index < 0) {
+      if (index === NativeCode.EMPTY) return null;
+      throw fromNative(index, lastError());
+    }
+    const typeId = this.#polled[2];
+    const type = typeById(typeId) ?? ByteVector;
+    const start = this.#payloadBase + index;
+    const copy = this.#buffer.slice(start, start + this.#polled[1]);
+    const meta: MessageMeta = { channel: null, type, typeId, state: MessageState.Detached, byteOffset: 0, byteLength: copy.byteLength };
+    return { message: type.view(meta, copy), intact: lib.psy_peek_intact(handle) === 1 };
   }
 
   [BUFFER](): ArrayBuffer {
@@ -514,41 +528,10 @@ export class Channel implements MessageChannel {
    * in flight.
    */
   stats(): ChannelStats {
-    this.#open();
-    const view = new DataView(this.#buffer);
-    const u64 = (offset: number) => Number(view.getBigUint64(offset, true));
-    const counters = [layout.SLOT_MSGS_SENT, layout.SLOT_BYTES_SENT, layout.SLOT_MSGS_RECEIVED, layout.SLOT_BYTES_RECEIVED, layout.SLOT_FULL_EVENTS];
-    const totals = counters.map((_, i) => u64(layout.OFF_RETIRED + 8 * i));
-    const processes: ProcessInfo[] = [];
-    const self = lib.psy_slot(this.#handle!);
-    for (let slot = 0; slot < layout.MAX_SLOTS; slot++) {
-      const base = layout.OFF_SLOTS + slot * layout.SLOT_SIZE;
-      if (view.getUint32(base + layout.SLOT_STATE, true) !== layout.SLOT_ACTIVE) continue;
-      counters.forEach((offset, i) => (totals[i] += u64(base + offset)));
-      const roleBits = view.getUint32(base + layout.SLOT_ROLES, true);
-      processes.push({
-        pid: view.getUint32(base + layout.SLOT_PID, true),
-        roles: [
-          ...(roleBits & layout.ROLE_PRODUCER ? (["producer"] as const) : []),
-          ...(roleBits & layout.ROLE_CONSUMER ? (["consumer"] as const) : []),
-        ],
-        alive: lib.psy_slot_alive(this.#handle!, slot) === 1,
-        self: slot === self,
-        messagesSent: u64(base + layout.SLOT_MSGS_SENT),
-        messagesReceived: u64(base + layout.SLOT_MSGS_RECEIVED),
-      });
-    }
-    return {
-      mode: this.mode,
-      capacity: this.bufferSize,
-      bytesInUse: lib.psy_used(this.#handle!),
-      messagesSent: totals[0],
-      bytesSent: totals[1],
-      messagesReceived: totals[2],
-      bytesReceived: totals[3],
-      fullEvents: totals[4],
-      processes,
-    };
+    const handle = this.#open();
+    const info = readHeader(new DataView(this.#buffer), (slot) => lib.psy_slot_alive(handle, slot) === 1, lib.psy_slot(handle));
+    const { cursors: _, createdAt: __, ...stats } = info;
+    return { ...stats, mode: this.mode, capacity: this.bufferSize, bytesInUse: lib.psy_used(handle) };
   }
 
   /**
@@ -566,6 +549,7 @@ export class Channel implements MessageChannel {
     this.#buffer.transfer(0);
     this.#polledBuffer.transfer(0);
     lib.psy_close(handle);
+    debug(this.uri, "closed");
   }
 
   [Symbol.dispose](): void {

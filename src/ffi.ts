@@ -12,6 +12,9 @@ const symbols = {
   psy_open: { args: [cstring, u32, i32, u32, i32, P], returns: P },
   psy_close: { args: [P], returns: i32 },
   psy_unlink: { args: [cstring], returns: i32 },
+  psy_inspect: { args: [cstring, P, P], returns: i32 },
+  psy_remove_if_stale: { args: [cstring], returns: i32 },
+  psy_recover: { args: [P], returns: i32 },
   psy_base: { args: [P], returns: P },
   psy_map_size: { args: [P], returns: f64 },
   psy_capacity: { args: [P], returns: u32 },
@@ -29,6 +32,8 @@ const symbols = {
   psy_release: { args: [P], returns: i32 },
   psy_polled: { args: [P], returns: P },
   psy_used: { args: [P], returns: u32 },
+  psy_peek: { args: [P], returns: i32 },
+  psy_peek_intact: { args: [P], returns: i32 },
   // waiting
   psy_wait: { args: [P, i32, u32, i32], returns: i32 },
   psy_waiter_start: { args: [P, i32, P], returns: i32 },

@@ -12,4 +12,7 @@ export {
   MessageTypeError,
   PsyneError,
 } from "./errors";
+export type { ProcessInfo } from "./header";
 export { ByteVector, DoubleVector, defineMessage, FloatVector, Int32Vector, type Message } from "./messages";
+export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./ops";
+export type { WaitOptions } from "./waiting";

@@ -96,11 +96,14 @@ export function report<T = Record<string, unknown>>(result: Finished): T {
 }
 
 /** Resolves when the child has printed `text` (bounded by the child's timeout). */
-export async function waitForLine(child: Subprocess, text: string): Promise<void> {
+export const waitForLine = (child: Subprocess, text: string) => waitForOutput(child, text, "stdout");
+export const waitForStderr = (child: Subprocess, text: string) => waitForOutput(child, text, "stderr");
+
+async function waitForOutput(child: Subprocess, text: string, stream: "stdout" | "stderr"): Promise<void> {
   const output = outputs.get(child)!;
   let ended = false;
   output.done.then(() => (ended = true));
-  while (!output.stdout.includes(text)) {
+  while (!output[stream].includes(text)) {
     if (ended) throw new Error(`child ended before printing "${text}"; it printed: ${output.stdout}${output.stderr}`);
     await Promise.race([output.changed(), output.done]);
   }

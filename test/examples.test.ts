@@ -14,3 +14,15 @@ test("the main demo runs producer and consumer as two processes and checks every
   expect(result.stdout).toContain("Producer finished");
   expect(result.code).toBe(0);
 }, 70_000);
+
+for (const [script, says] of [
+  ["log_aggregation.ts", "aggregated 600/600 log lines from 3 processes, each in order"],
+  ["task_distribution.ts", "1000/1000 tasks done exactly once, 0 wrong results"],
+  ["pubsub.ts", "published 500 quotes to 3 subscribers"],
+] as const) {
+  test(`examples/${script} runs its processes and says: ${says}`, async () => {
+    const result = await finish(spawnBun(example(script), [], { timeoutMs: 60_000 }));
+    expect(result.stdout).toContain(says);
+    expect(result.code).toBe(0);
+  });
+}

@@ -102,8 +102,8 @@ PSY_API uint32_t psy_used(const psy_channel *ch);
 PSY_API int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms);
 
 /* Asynchronous waiting for event loops: a thread per kind sleeps in the kernel and calls
- * `callback(kind)` (from that thread) when the armed condition may hold, or every 50 ms while
- * armed. Arm once per wait; arming returns 1 (and arms nothing) if the condition already holds.
+ * `callback(kind)` (from that thread) when the armed condition may hold, or at least once a second
+ * while armed. Arm once per wait; arming returns 1 (and arms nothing) if the condition already holds.
  * psy_waiter_stop (also done by psy_close) joins the threads: no callback runs after it. */
 PSY_API int32_t psy_waiter_start(psy_channel *ch, int32_t kind, psy_wake_callback callback);
 PSY_API int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length);

@@ -6,7 +6,8 @@
  * count, then re-checks the ring; the publisher stores its cursor (seq_cst) and then reads
  * waiters. In the total order either the waiter's re-check sees the new cursor, or the publisher
  * sees the waiter and bumps the count, which makes the waiter's futex_wait return at once. A
- * slow safety re-poll (WAKE_SAFETY_MS) bounds the damage of anything unforeseen.
+ * slow safety re-poll (WAKE_SAFETY_MS) bounds the damage of anything unforeseen: it wakes
+ * JavaScript only if a cursor moved, or once a second (which also drives crash recovery).
  *
  * Arming and re-checking run on the handle's own thread (psy_waiter_arm); the waiter thread only
  * watches the event count, so it never touches the handle's ring state. */
@@ -47,7 +48,8 @@ static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, 
 static void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
 #endif
 
-#define WAKE_SAFETY_MS 50 /* a parked waiter re-polls this often whatever happens */
+#define WAKE_SAFETY_MS 100  /* a parked waiter looks at the ring this often whatever happens... */
+#define WAKE_FALLBACK_MS 1000 /* ...and calls back at least this often even if nothing moved */
 
 enum { CTL_IDLE = 0, CTL_ARMED = 1, CTL_STOP = 2 };
 
@@ -57,6 +59,7 @@ struct psy_waiter {
   pthread_t thread;
   uint32_t ctl;        /* CTL_*: set by the handle's thread, read by the waiter thread */
   uint32_t armed_seq;  /* the event count seen when armed */
+  uint32_t armed_print; /* the ring's cursors when armed (cursor_print) */
   psy_wake_callback callback;
 };
 
@@ -70,6 +73,16 @@ void notify_waiters(psy_channel *ch, int32_t kind) {
   if (load32(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ)) == 0) return;
   __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
   futex_wake_all(u32_at(ch, off), 1);
+}
+
+/* A fingerprint of every shared cursor: if it has not changed, nothing a waiter could want has
+ * happened, so a safety timeout need not wake JavaScript. Reads shared words only (the waiter
+ * thread must not touch the handle's private state). */
+static uint32_t cursor_print(const psy_channel *ch) {
+  uint32_t print = 0;
+  const uint32_t offsets[] = {PSY_OFF_TAIL, PSY_OFF_CLAIM_TAIL, PSY_OFF_HEAD, PSY_OFF_CLAIM_HEAD, PSY_OFF_RETURNED};
+  for (unsigned i = 0; i < sizeof offsets / sizeof *offsets; i++) print = print * 2654435761u + load32(u32_at(ch, offsets[i]));
+  return print;
 }
 
 static int is_ready(psy_channel *ch, int32_t kind, uint32_t length) {
@@ -115,8 +128,14 @@ static void *waiter_main(void *arg) {
       futex_wait_on(&w->ctl, CTL_IDLE, -1, 0);
       continue;
     }
-    if (load32(seq) == w->armed_seq && futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1) == EINTR) continue;
-    /* an event, or the safety timeout: either way JavaScript re-polls */
+    int quiet_ms = 0;
+    while (load32(seq) == w->armed_seq && __atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST) == CTL_ARMED) {
+      int err = futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1);
+      if (err != ETIMEDOUT) continue; /* woken (re-checked above), or interrupted */
+      quiet_ms += WAKE_SAFETY_MS;
+      if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS) break;
+    }
+    /* an event, something moved, or the fallback: either way JavaScript re-polls */
     if (__atomic_compare_exchange_n(&w->ctl, &ctl, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
       unregister_waiter(w->ch, w->kind);
       w->callback(w->kind);
@@ -155,6 +174,7 @@ int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length) {
     return 1;
   }
   w->armed_seq = seq;
+  w->armed_print = cursor_print(ch);
   __atomic_store_n(&w->ctl, CTL_ARMED, __ATOMIC_SEQ_CST);
   futex_wake_all(&w->ctl, 0);
   return 0;

@@ -15,7 +15,7 @@ import { cstr, type Handle, lastError, lib } from "./ffi";
 import { debug } from "./debug";
 import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
-import { Parking, WaitKind, type WaitOptions } from "./waiting";
+import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
 import {
   ALLOC,
   ALLOC_ASYNC,
@@ -221,7 +221,7 @@ export class Channel implements MessageChannel {
 
   /** Allocates in the channel, waiting for room; rejects with ChannelFullError on timeout. */
   async [ALLOC_ASYNC]<M>(type: MessageClass<M>, length: number | undefined, options?: WaitOptions): Promise<M> {
-    const message = this.tryAlloc(type, length);
+    const message = this.tryAlloc(type, length) ?? spin(() => this.tryAlloc(type, length));
     if (message) return message;
     const byteLength = type.byteLengthFor(length ?? 0);
     const got = await this.#park().wait(WaitKind.Space, byteLength, () => this.tryAlloc(type, length), options);
@@ -256,7 +256,7 @@ export class Channel implements MessageChannel {
         return null;
       }
     };
-    if (attempt()) return;
+    if (attempt() || spin(attempt)) return;
     if (await this.#park().wait(WaitKind.Space, asked, attempt, options)) return;
     this.#open();
     throw this.#fullError(asked, `still full after ${options?.timeout} ms`);
@@ -435,7 +435,7 @@ export class Channel implements MessageChannel {
   recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
   recv(type?: undefined, options?: WaitOptions): Promise<Message | null>;
   async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
-    const message = this.receive(type);
+    const message = this.receive(type) ?? spin(() => this.receive(type)); // after a short spin, park
     if (message) return message;
     return this.#park().wait(WaitKind.Data, 0, () => this.receive(type), options);
   }
@@ -472,7 +472,7 @@ export class Channel implements MessageChannel {
   receiveSync<M>(type?: MessageClass<M>, timeoutMs = -1): M | Message | null {
     const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
     for (;;) {
-      const message = this.receive(type);
+      const message = this.receive(type) ?? spin(() => this.receive(type));
       if (message) return message;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;

@@ -24,7 +24,25 @@ interface Parked {
   fail(error: unknown): void;
 }
 
-const KEEPALIVE_MS = 250;
+// Only keeps the event loop alive while something is parked; the C side does the re-polling.
+const KEEPALIVE_MS = 1 << 30;
+
+/**
+ * Microseconds a wait spins (polling) before it parks in the kernel: a reply that comes within
+ * this costs no wake-up. PSYNE_SPIN_US overrides it; 0 parks at once.
+ */
+export const SPIN_MICROS = Number(process.env.PSYNE_SPIN_US ?? 20);
+
+/** Polls `attempt` for up to SPIN_MICROS; its first non-null result, or null. */
+export function spin<T>(attempt: () => T | null): T | null {
+  if (!(SPIN_MICROS > 0)) return null;
+  const until = performance.now() + SPIN_MICROS / 1000;
+  do {
+    const value = attempt();
+    if (value !== null) return value;
+  } while (performance.now() < until);
+  return null;
+}
 
 export class Parking {
   #handle: Handle;
@@ -118,10 +136,7 @@ export class Parking {
     const rc = lib.psy_waiter_arm(this.#handle, kind, queue[0].length);
     if (rc < 0) throw fromNative(rc, lastError());
     if (rc === 1) queueMicrotask(() => this.#wake(kind)); // already there: no need to sleep
-    this.#keepalive ??= setInterval(() => {
-      this.#wake(WaitKind.Data);
-      this.#wake(WaitKind.Space);
-    }, KEEPALIVE_MS);
+    this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
   }
 
   /** Called when a wait ends: stop waiting in the kernel once nothing of this kind is parked. */

@@ -124,6 +124,15 @@
 #define PSY_REC_OWNER_SHIFT 8
 #define PSY_REC_GENERATION_SHIFT 16
 
+/* Message type ids (the record's type word). Ids below 256 are psyne's own; defineMessage()
+ * structs use a hash of their name and layout, 256 or more. */
+#define PSY_TYPE_FLOAT_VECTOR 1u  /* f32[] */
+#define PSY_TYPE_DOUBLE_VECTOR 2u /* f64[] */
+#define PSY_TYPE_INT32_VECTOR 3u  /* i32[] */
+#define PSY_TYPE_BYTE_VECTOR 4u   /* u8[] */
+#define PSY_TYPE_TEXT 5u          /* UTF-8 text */
+#define PSY_TYPE_JSON 6u          /* UTF-8 JSON */
+
 #define PSY_SLOT_FREE 0u
 #define PSY_SLOT_ACTIVE 1u
 #define PSY_ROLE_PRODUCER 1u
@@ -167,6 +176,7 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(SLOT_WAITING) X(SLOT_CLAIMING_SPAN) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
   X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
-  X(ROLE_CONSUMER) X(INIT_READY)
+  X(ROLE_CONSUMER) X(INIT_READY) X(TYPE_FLOAT_VECTOR) X(TYPE_DOUBLE_VECTOR) X(TYPE_INT32_VECTOR)          \
+  X(TYPE_BYTE_VECTOR) X(TYPE_TEXT) X(TYPE_JSON)
 
 #endif

@@ -2,6 +2,7 @@
 // inside the channel. A message is allocated in place, written, sent; a received one is a view of
 // channel memory until it is released.
 import { PsyneError } from "./errors";
+import { layout } from "./layout";
 
 /** What a message needs from its channel; implemented by Channel under these symbol keys. */
 export const ALLOC = Symbol("psyne.alloc");
@@ -87,7 +88,15 @@ export interface MessageClass<M> extends MessageType {
   new (channel: MessageChannel, length?: number): M;
 }
 
-export const TypeId = { FloatVector: 1, DoubleVector: 2, Int32Vector: 3, ByteVector: 4, text: 5, json: 6 } as const;
+/** Built-in type ids, from csrc/layout.h (C and Python programs use the same). */
+export const TypeId = {
+  FloatVector: layout.TYPE_FLOAT_VECTOR,
+  DoubleVector: layout.TYPE_DOUBLE_VECTOR,
+  Int32Vector: layout.TYPE_INT32_VECTOR,
+  ByteVector: layout.TYPE_BYTE_VECTOR,
+  text: layout.TYPE_TEXT,
+  json: layout.TYPE_JSON,
+} as const;
 
 const registry = new Map<number, MessageType>();
 export const typeById = (id: number): MessageType | undefined => registry.get(id);

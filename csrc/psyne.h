@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "layout.h" /* PSY_TYPE_* message type ids, PSY_ROLE_*, and the segment layout */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -59,8 +61,9 @@ typedef struct psy_polled_record {
 
 /* Opens (creates or attaches to) channel `name`. capacity 0 adopts the existing channel's size
  * (or the default when creating); mode -1 adopts the existing mode (or SPSC when creating).
- * capacity is rounded up to a power of two. permissions: file mode of a new segment (0600).
- * On failure returns NULL and stores a PSY_E_* code in *error. */
+ * capacity is rounded up to a power of two before it is compared with an existing channel's.
+ * permissions: file mode of a new segment (0600). On failure returns NULL and stores a PSY_E_*
+ * code in *error (error may be NULL if you do not need the code). */
 PSY_API psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
                       int32_t open_mode, int32_t *error);
 /* Detaches; the last handle to detach removes an empty segment. Frees the handle. */
@@ -69,7 +72,8 @@ PSY_API int32_t psy_close(psy_channel *ch);
 /* Takes PSY_ROLE_PRODUCER or PSY_ROLE_CONSUMER now (claim and poll take them on first use). */
 PSY_API int32_t psy_take_role(psy_channel *ch, uint32_t role);
 
-/* Reserves a record of `length` payload bytes; returns its ring index, PSY_E_FULL or an error. */
+/* Reserves a record of `length` payload bytes; returns its ring index, PSY_E_FULL or an error.
+ * Write the payload at psy_payload(ch, index) until psy_commit() or psy_abandon(). */
 PSY_API int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type);
 /* Publishes a claimed record. Records become visible in claim order. */
 PSY_API int32_t psy_commit(psy_channel *ch, uint32_t index);
@@ -77,7 +81,8 @@ PSY_API int32_t psy_commit(psy_channel *ch, uint32_t index);
 PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
 
 /* Looks at the next record without consuming it: its index, or PSY_E_EMPTY. Releases the record
- * this handle held before, if any. Details are in psy_polled(). */
+ * this handle held before, if any, so a payload pointer is valid until psy_release(), the next
+ * psy_poll() or psy_close(). Details (length, type) are in psy_polled(). */
 PSY_API int32_t psy_poll(psy_channel *ch);
 /* Puts the polled record back: the next psy_poll returns it again. */
 PSY_API int32_t psy_unpoll(psy_channel *ch);
@@ -89,7 +94,7 @@ PSY_API const psy_polled_record *psy_polled(const psy_channel *ch);
  * mapped twice in a row, so psy_map_size() = PSY_RING_OFFSET + 2 * capacity. */
 PSY_API uint8_t *psy_base(const psy_channel *ch);
 PSY_API uint8_t *psy_payload(const psy_channel *ch, uint32_t index);
-PSY_API double psy_map_size(const psy_channel *ch);
+PSY_API double psy_map_size(const psy_channel *ch); /* a double so that FFI callers get a plain number */
 PSY_API uint32_t psy_capacity(const psy_channel *ch);
 PSY_API int32_t psy_mode(const psy_channel *ch);
 PSY_API int32_t psy_slot(const psy_channel *ch);
@@ -98,7 +103,9 @@ PSY_API uint32_t psy_used(const psy_channel *ch);
 
 /* Blocks until a message may be there (PSY_WAIT_DATA) or `length` more payload bytes may fit
  * (PSY_WAIT_SPACE): 0, PSY_E_TIMEOUT, or PSY_E_INTERRUPTED. timeout_ms -1 waits forever. May
- * return 0 spuriously: poll or claim again. Sleeps in the kernel; costs no CPU while waiting. */
+ * return 0 spuriously: poll or claim again. Sleeps in the kernel; costs no CPU while waiting.
+ * Until the handle has its role (first psy_claim/psy_poll, or psy_take_role) it returns 0 at
+ * once. length is payload bytes, as for psy_claim. */
 PSY_API int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms);
 
 /* Asynchronous waiting for event loops: a thread per kind sleeps in the kernel and calls

@@ -267,9 +267,9 @@ static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint3
 
 psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
                       int32_t open_mode, int32_t *error) {
-  int32_t rc = 0;
+  int32_t rc = 0, ignored;
   psy_channel *ch = NULL;
-  if (!error) return NULL;
+  if (!error) error = &ignored;
   if (mode < -1 || mode > PSY_BROADCAST)
     rc = psy_fail(PSY_E_INVALID_ARG, "unknown channel mode %d", mode);
   else if (open_mode < PSY_CREATE_OR_ATTACH || open_mode > PSY_ATTACH)

@@ -108,3 +108,13 @@ export function fromNative(code: number, message: string): PsyneError {
   const make = byNativeCode[code];
   return make ? make(message) : new PsyneError("NATIVE", `psyne C core returned ${code}: ${message}`);
 }
+
+/** The remote side (a request handler or a pool task) threw: `message` is its error's message. */
+export class RemoteError extends PsyneError {
+  constructor(
+    message: string,
+    readonly remoteName = "Error",
+  ) {
+    super("REMOTE_ERROR", message);
+  }
+}

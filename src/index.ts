@@ -11,8 +11,11 @@ export {
   MessageTooLargeError,
   MessageTypeError,
   PsyneError,
+  RemoteError,
 } from "./errors";
 export type { ProcessInfo } from "./header";
 export { ByteVector, DoubleVector, defineMessage, FloatVector, Int32Vector, type Message } from "./messages";
 export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./ops";
+export { type PoolOptions, type PoolStats, ProcessPool } from "./pool";
+export { type Client, connect, type Handler, type Server, type ServeOptions, serve } from "./rpc";
 export type { WaitOptions } from "./waiting";

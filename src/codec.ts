@@ -1,0 +1,102 @@
+// Encodes the values request-response and the process pool carry: JSON values, strings and
+// typed arrays (which travel as their bytes and arrive as the same kind of typed array).
+import { PsyneError } from "./errors";
+
+const typedArrayKinds = [
+  Uint8Array,
+  Int8Array,
+  Uint16Array,
+  Int16Array,
+  Uint32Array,
+  Int32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+  Uint8ClampedArray,
+] as const;
+
+const Kind = { Json: 0, String: 1, Undefined: 2, ArrayBuffer: 3, TypedArray: 10 } as const;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export interface Encoded {
+  kind: number;
+  bytes: Uint8Array;
+}
+
+export function encodeValue(value: unknown): Encoded {
+  if (value === undefined) return { kind: Kind.Undefined, bytes: new Uint8Array(0) };
+  if (typeof value === "string") return { kind: Kind.String, bytes: encoder.encode(value) };
+  if (value instanceof ArrayBuffer) return { kind: Kind.ArrayBuffer, bytes: new Uint8Array(value) };
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
+    const at = typedArrayKinds.findIndex((T) => value instanceof T);
+    if (at < 0) throw new PsyneError("INVALID_ARGUMENT", `cannot send a ${value.constructor.name}`);
+    return { kind: Kind.TypedArray + at, bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) };
+  }
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    throw new PsyneError("INVALID_ARGUMENT", `value is not JSON: ${(err as Error).message}`);
+  }
+  if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `cannot send a ${typeof value}`);
+  return { kind: Kind.Json, bytes: encoder.encode(text) };
+}
+
+/** Decodes bytes (copied out of channel memory) of the given kind. */
+export function decodeValue(kind: number, bytes: Uint8Array): unknown {
+  switch (kind) {
+    case Kind.Undefined:
+      return undefined;
+    case Kind.String:
+      return decoder.decode(bytes);
+    case Kind.Json:
+      return JSON.parse(decoder.decode(bytes));
+    case Kind.ArrayBuffer:
+      return bytes.slice().buffer;
+  }
+  const T = typedArrayKinds[kind - Kind.TypedArray];
+  if (!T) throw new PsyneError("CHANNEL_CORRUPT", `unknown value kind ${kind}`);
+  const copy = bytes.slice().buffer; // aligned for any element size
+  return new T(copy, 0, Math.floor(copy.byteLength / T.BYTES_PER_ELEMENT));
+}
+
+/**
+ * A frame: [u32 magic][u32 kind][f64 id][u32 tag length][u32 0][tag UTF-8][value bytes]. The id
+ * is a request or task number; the tag a client id or an error flag. Every length read back is
+ * checked against the message length.
+ */
+export function encodeFrame(magic: number, id: number, tag: string, value: Encoded): Uint8Array {
+  const tagBytes = encoder.encode(tag);
+  const frame = new Uint8Array(24 + tagBytes.length + value.bytes.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, magic, true);
+  view.setUint32(4, value.kind, true);
+  view.setFloat64(8, id, true);
+  view.setUint32(16, tagBytes.length, true);
+  frame.set(tagBytes, 24);
+  frame.set(value.bytes, 24 + tagBytes.length);
+  return frame;
+}
+
+export interface Frame {
+  kind: number;
+  id: number;
+  tag: string;
+  value: Uint8Array; // a view of the message: decode before it is released
+}
+
+export function decodeFrame(magic: number, bytes: Uint8Array): Frame | null {
+  if (bytes.byteLength < 24) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(0, true) !== magic) return null;
+  const tagLength = view.getUint32(16, true);
+  if (24 + tagLength > bytes.byteLength) return null;
+  return {
+    kind: view.getUint32(4, true),
+    id: view.getFloat64(8, true),
+    tag: decoder.decode(bytes.subarray(24, 24 + tagLength)),
+    value: bytes.subarray(24 + tagLength),
+  };
+}

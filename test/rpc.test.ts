@@ -1,0 +1,81 @@
+// Request-response across processes: many clients, several servers, replies routed to the client
+// that asked, timeouts, errors, and a server killed and restarted mid-run without losing a request.
+import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { ChannelNotFoundError, connect, RemoteError, removeChannel, serve } from "../src/index.ts";
+import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName, waitForLine } from "./helpers";
+
+setDefaultTimeout(120_000);
+afterEach(reapChildren);
+afterAll(() => expect(ownSegments()).toEqual([]));
+
+const server = (uri: string) => spawnBun(fixture("rpc_peer.ts"), ["server", uri], { timeoutMs: 110_000 });
+const client = (uri: string, name: string, count: number) => spawnBun(fixture("rpc_peer.ts"), ["client", uri, name, count], { timeoutMs: 110_000 });
+type ClientReport = { name: string; done: number; wrong: number; servers: number };
+
+test("4 client processes x 3000 requests, 2 server processes: every reply matched to its request", async () => {
+  const uri = `ipc://${uniqueName("rpc")}`;
+  const servers = [server(uri), server(uri)];
+  await Promise.all(servers.map((s) => waitForLine(s, "ready")));
+  const clients = ["a", "b", "c", "d"].map((name) => client(uri, name, 3000));
+  const reports = (await Promise.all(clients.map(finish))).map((r) => report<ClientReport>(r));
+  for (const r of reports) expect(r).toMatchObject({ done: 3000, wrong: 0 });
+  console.log(`servers seen per client: ${reports.map((r) => r.servers).join(", ")}`);
+  expect(reports.some((r) => r.servers === 2)).toBe(true); // both servers took requests
+  for (const s of servers) s.kill("SIGTERM");
+  await Promise.all(servers.map((s) => s.exited));
+  removeChannel(uri); // the servers died by signal: nobody removed it
+});
+
+test("a server SIGKILLed mid-run and restarted loses no request", async () => {
+  const uri = `ipc://${uniqueName("rpc-kill")}`;
+  let current = server(uri);
+  await waitForLine(current, "ready");
+  const clients = ["x", "y"].map((name) => client(uri, name, 4000));
+  for (let kill = 0; kill < 5; kill++) {
+    await Bun.sleep(150);
+    current.kill("SIGKILL");
+    await current.exited;
+    current = server(uri); // requests sent meanwhile wait in the channel
+    await waitForLine(current, "ready");
+  }
+  const reports = (await Promise.all(clients.map(finish))).map((r) => report<ClientReport>(r));
+  for (const r of reports) expect(r).toMatchObject({ done: 4000, wrong: 0 });
+  current.kill("SIGTERM");
+  await current.exited;
+  removeChannel(uri);
+});
+
+describe("in one process", () => {
+  test("JSON, strings and typed arrays travel; a throwing handler rejects with RemoteError", async () => {
+    const uri = `ipc://${uniqueName("rpc-types")}`;
+    const s = serve(uri, (req) => {
+      if (req === "boom") throw new TypeError("kaboom");
+      return req;
+    });
+    const c = connect(uri);
+    expect(await c.request({ a: [1, "two", null] })).toEqual({ a: [1, "two", null] });
+    expect(await c.request("text")).toBe("text");
+    expect(await c.request(new Float64Array([1.5, -2]))).toEqual(new Float64Array([1.5, -2]));
+    const error = await c.request("boom").catch((e) => e);
+    expect(error).toBeInstanceOf(RemoteError);
+    expect(error).toMatchObject({ message: "kaboom", remoteName: "TypeError", code: "REMOTE_ERROR" });
+    c.close();
+    s.close();
+  });
+
+  test("a request with no live server times out with a clear error; one that is aborted rejects", async () => {
+    const uri = `ipc://${uniqueName("rpc-timeout")}`;
+    const s = serve(uri, () => 1);
+    const c = connect(uri);
+    s.close(); // the server goes away; the client stays attached
+    await expect(c.request(1, { timeout: 50 })).rejects.toThrow(/got no reply within 50 ms \(no live server is attached\)/);
+    await expect(c.request(2, { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: "AbortError" });
+    c.close();
+    removeChannel(uri); // the timed-out request is still waiting in it
+  });
+
+  test("connect() to a URI nobody serves is a ChannelNotFoundError that says so", () => {
+    expect(() => connect(`ipc://${uniqueName("nobody")}`)).toThrow(ChannelNotFoundError);
+    expect(() => connect(`ipc://${uniqueName("nobody")}`)).toThrow(/no server for/);
+  });
+});

@@ -9,15 +9,18 @@
 #include "layout.h"
 #include "psyne.h"
 
-/* Claims not yet committed, in claim order; a handle may have this many unsent messages. */
+/* Claims not yet committed, in claim order; a handle may have this many unsent messages or batches. */
 #define PSY_MAX_PENDING 64u
 
 typedef struct psy_waiter psy_waiter;
 
+/* One claim: a single record, or a batch of `count` records of `record_span` bytes each. */
 typedef struct psy_pending {
   uint32_t position;
-  uint32_t span;
-  uint32_t length;
+  uint32_t span;   /* bytes of all its records */
+  uint32_t length; /* payload bytes of all its records */
+  uint32_t record_span;
+  uint32_t count;
   uint32_t done; /* committed or abandoned */
 } psy_pending;
 
@@ -44,11 +47,13 @@ struct psy_channel {
 
   /* consumer */
   uint32_t read_pos;   /* next record to read */
+  uint32_t read_published; /* read_pos as last stored in the shared cursor */
   uint32_t tail_cache; /* last tail seen; re-read only when it says empty */
   uint32_t held;     /* holds the record at held_pos */
-  uint32_t held_pos;
+  uint32_t held_pos, held_span;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
-  psy_polled_record polled;
+  psy_polled_record polled;  /* the record psy_poll/psy_peek returned */
+  psy_polled_record claimed; /* the first record of the last claim (producer side) */
 
   /* observer (psy_peek) */
   uint32_t observing, observe_pos, peeked_pos;

@@ -75,7 +75,12 @@ PSY_API int32_t psy_take_role(psy_channel *ch, uint32_t role);
 /* Reserves a record of `length` payload bytes; returns its ring index, PSY_E_FULL or an error.
  * Write the payload at psy_payload(ch, index) until psy_commit() or psy_abandon(). */
 PSY_API int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type);
-/* Publishes a claimed record. Records become visible in claim order. */
+/* Claims up to `count` records of `length` payload bytes each, back to back: as many as fit now
+ * (returns how many, or PSY_E_FULL if none). The first one's ring index is psy_claimed()->index,
+ * each next one psy_claimed()->span bytes further (the ring is mapped twice, so they are
+ * contiguous). psy_commit(first index) publishes them all at once; psy_abandon drops them all. */
+PSY_API int32_t psy_claim_batch(psy_channel *ch, uint32_t count, uint32_t length, uint32_t type);
+/* Publishes a claimed record (or batch). Records become visible in claim order. */
 PSY_API int32_t psy_commit(psy_channel *ch, uint32_t index);
 /* Drops a claimed record unsent; consumers skip it. */
 PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
@@ -84,11 +89,16 @@ PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
  * this handle held before, if any, so a payload pointer is valid until psy_release(), the next
  * psy_poll() or psy_close(). Details (length, type) are in psy_polled(). */
 PSY_API int32_t psy_poll(psy_channel *ch);
+/* psy_poll for a consumer draining many records in a row: it publishes the space it frees only
+ * every quarter of the ring (and when it finds the ring empty); end with psy_release(). */
+PSY_API int32_t psy_poll_batch(psy_channel *ch);
 /* Puts the polled record back: the next psy_poll returns it again. */
 PSY_API int32_t psy_unpoll(psy_channel *ch);
 /* Consumes the polled record; its space may be reused at once. */
 PSY_API int32_t psy_release(psy_channel *ch);
 PSY_API const psy_polled_record *psy_polled(const psy_channel *ch);
+/* The last claim (psy_claim or psy_claim_batch): first ring index, length, type, span per record. */
+PSY_API const psy_polled_record *psy_claimed(const psy_channel *ch);
 
 /* The mapping: the segment starts at psy_base(); the ring at psy_base() + PSY_RING_OFFSET is
  * mapped twice in a row, so psy_map_size() = PSY_RING_OFFSET + 2 * capacity. */

@@ -41,6 +41,7 @@ static inline int cas_state(uint8_t *rec, uint64_t expected, uint64_t desired) {
   return __atomic_compare_exchange_n(state_and_tag(rec), &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 static void maybe_recover(psy_channel *ch);
+static void publish_read(psy_channel *ch);
 
 static int32_t corrupt_cursors(psy_channel *ch, const char *what, uint32_t a, uint32_t b) {
   return psy_fail(PSY_E_CORRUPT, "channel %s is corrupt: %s (%u, %u) are more than capacity %u apart",
@@ -155,8 +156,9 @@ static int32_t become_producer(psy_channel *ch) {
   return 0;
 }
 
-/* MPSC/MPMC: take [pos, pos + span) with a CAS on claim_tail. */
-static int32_t claim_shared(psy_channel *ch, uint32_t span, uint32_t *pos_out) {
+/* MPSC/MPMC: take up to *count records of `span` bytes from claim_tail with one CAS; *count
+ * becomes how many fit (at least one, else PSY_E_FULL). */
+static int32_t claim_shared(psy_channel *ch, uint32_t span, uint32_t *count, uint32_t *pos_out) {
   uint32_t *claim_tail = u32_at(ch, PSY_OFF_CLAIM_TAIL);
   uint32_t *claiming_pos = own_slot_u32(ch, PSY_SLOT_CLAIMING_POS), *claiming_span = own_slot_u32(ch, PSY_SLOT_CLAIMING_SPAN);
   for (;;) {
@@ -169,18 +171,23 @@ static int32_t claim_shared(psy_channel *ch, uint32_t span, uint32_t *pos_out) {
         return rc;
       }
     }
-    /* say what we are about to take: if we die before writing its header, recover_tail() can
+    uint32_t fits = (ch->capacity - (pos - ch->head_cache)) / span;
+    uint32_t n = *count < fits ? *count : fits;
+    /* say what we are about to take: if we die before writing its headers, recover_tail() can
      * still skip it (the CAS below orders these stores before the claim) */
     __atomic_store_n(claiming_pos, pos, __ATOMIC_RELEASE);
-    __atomic_store_n(claiming_span, span, __ATOMIC_RELEASE);
-    if (cas32(claim_tail, pos, pos + span)) {
+    __atomic_store_n(claiming_span, n * span, __ATOMIC_RELEASE);
+    if (cas32(claim_tail, pos, pos + n * span)) {
       *pos_out = pos;
+      *count = n;
       return 0;
     }
   }
 }
 
-int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
+/* Claims up to `count` records of `length` payload bytes each, back to back, as many as fit now
+ * (at least one, else PSY_E_FULL): one pending entry, committed or abandoned as a whole. */
+static int32_t claim(psy_channel *ch, uint32_t count, uint32_t length, uint32_t type) {
   if (!(ch->roles & PSY_ROLE_PRODUCER)) {
     int32_t rc = become_producer(ch);
     if (rc) return rc;
@@ -188,37 +195,61 @@ int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
   if (length > ch->capacity - PSY_REC_HEADER)
     return psy_fail(PSY_E_TOO_LARGE, "message of %u bytes can never fit channel %s: capacity %u, record header %u",
                     length, ch->path + 7, ch->capacity, PSY_REC_HEADER);
+  if (count == 0) return psy_fail(PSY_E_INVALID_ARG, "a batch of 0 messages");
   if (ch->pending_count == PSY_MAX_PENDING)
-    return psy_fail(PSY_E_STATE, "channel %s: %u messages allocated and not sent; send or discard some first",
+    return psy_fail(PSY_E_STATE, "channel %s: %u messages (or batches) allocated and not sent; send or discard some first",
                     ch->path + 7, PSY_MAX_PENDING);
   uint32_t span = record_span(length), pos;
+  if (count > ch->capacity / span) count = ch->capacity / span;
   if (multi_producer(ch)) {
-    int32_t rc = claim_shared(ch, span, &pos);
+    int32_t rc = claim_shared(ch, span, &count, &pos);
     if (rc) return rc;
   } else {
     pos = ch->claim_pos;
-    if (pos - ch->head_cache + span > ch->capacity) {
+    if (pos - ch->head_cache + span * count > ch->capacity) {
       int32_t rc = make_room(ch, pos, span);
       if (rc) return rc;
+      uint32_t fits = (ch->capacity - (pos - ch->head_cache)) / span;
+      if (count > fits) count = fits;
     }
-    ch->claim_pos += span;
+    ch->claim_pos += span * count;
   }
-  uint8_t *rec = record_at(ch, pos);
-  __atomic_store_n(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_CLAIMED), __ATOMIC_RELEASE);
-  *rec_u32(rec, PSY_REC_LENGTH) = length;
-  *rec_u32(rec, PSY_REC_TYPE) = type;
-  /* zero the alignment padding, so every byte of a lap is rewritten: a stale tag that
-   * advance_tail() or recovery might read can then only be the previous lap's, never a match */
-  memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
-  /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
-  __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), pos, __ATOMIC_RELEASE);
+  /* headers last to first: once the first record's tag is there, all are, and recover_tail()
+   * can judge each by its owner; before that it skips the whole claim as one record */
+  for (uint32_t i = count; i-- > 0;) {
+    uint32_t at = pos + i * span;
+    uint8_t *rec = record_at(ch, at);
+    __atomic_store_n(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_CLAIMED), __ATOMIC_RELEASE);
+    *rec_u32(rec, PSY_REC_LENGTH) = length;
+    *rec_u32(rec, PSY_REC_TYPE) = type;
+    /* zero the alignment padding, so every byte of a lap is rewritten: a stale tag that
+     * advance_tail() or recovery might read can then only be the previous lap's, never a match */
+    memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
+    /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
+    __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), at, __ATOMIC_RELEASE);
+  }
   if (multi_producer(ch)) __atomic_store_n(own_slot_u32(ch, PSY_SLOT_CLAIMING_SPAN), 0, __ATOMIC_RELEASE);
   psy_pending *p = &ch->pending[(ch->pending_first + ch->pending_count++) % PSY_MAX_PENDING];
   p->position = pos;
-  p->span = span;
-  p->length = length;
+  p->record_span = span;
+  p->count = count;
+  p->span = span * count;
+  p->length = length * count;
   p->done = 0;
-  return (int32_t)(pos & ch->mask);
+  ch->claimed.index = pos & ch->mask;
+  ch->claimed.length = length;
+  ch->claimed.type = type;
+  ch->claimed.span = span;
+  return (int32_t)count;
+}
+
+int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
+  int32_t rc = claim(ch, 1, length, type);
+  return rc < 0 ? rc : (int32_t)ch->claimed.index;
+}
+
+int32_t psy_claim_batch(psy_channel *ch, uint32_t count, uint32_t length, uint32_t type) {
+  return claim(ch, count, length, type);
 }
 
 /* MPSC/MPMC: move tail over every finished record; stops at one still being written, whose
@@ -258,12 +289,14 @@ static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
     if ((p->position & ch->mask) != index || p->done) continue;
     /* commit: several producers need seq_cst against advance_tail()'s CAS-then-load; a single
      * producer orders it with its publish of tail */
-    uint32_t *rec_state = rec_u32(record_at(ch, p->position), PSY_REC_STATE);
-    if (multi_producer(ch)) store32(rec_state, mine(ch, state));
-    else __atomic_store_n(rec_state, mine(ch, state), __ATOMIC_RELEASE);
+    for (uint32_t k = 0; k < p->count; k++) {
+      uint32_t *rec_state = rec_u32(record_at(ch, p->position + k * p->record_span), PSY_REC_STATE);
+      if (multi_producer(ch)) store32(rec_state, mine(ch, state));
+      else __atomic_store_n(rec_state, mine(ch, state), __ATOMIC_RELEASE);
+    }
     p->done = 1;
     if (state == PSY_REC_COMMITTED) {
-      (*slot_counter(ch, PSY_SLOT_MSGS_SENT))++;
+      *slot_counter(ch, PSY_SLOT_MSGS_SENT) += p->count;
       *slot_counter(ch, PSY_SLOT_BYTES_SENT) += p->length;
     }
     if (multi_producer(ch)) {
@@ -300,11 +333,12 @@ static int32_t become_consumer(psy_channel *ch) {
     if (rc) return rc;
     ch->read_pos = load32(u32_at(ch, PSY_OFF_TAIL));
     store32(own_slot_u32(ch, PSY_SLOT_READ_POS), ch->read_pos);
+    ch->read_published = ch->read_pos;
   } else {
     int32_t rc = participants_take_role(ch, PSY_ROLE_CONSUMER);
     if (rc) return rc;
     /* start at head: a dead predecessor's unreleased message is delivered again */
-    ch->read_pos = load32(u32_at(ch, PSY_OFF_HEAD));
+    ch->read_pos = ch->read_published = load32(u32_at(ch, PSY_OFF_HEAD));
   }
   ch->tail_cache = ch->read_pos;
   return 0;
@@ -329,6 +363,7 @@ static int32_t deliver(psy_channel *ch, uint32_t pos, const record_header *h) {
   ch->polled.span = h->span;
   ch->held = 1;
   ch->held_pos = pos;
+  ch->held_span = h->span;
   return (int32_t)ch->polled.index;
 }
 
@@ -406,16 +441,27 @@ static int32_t read_next(psy_channel *ch) {
       return corrupt_record(ch, ch->read_pos, available);
     if (h.state == PSY_REC_ABANDONED) { /* skip it, and free its space */
       ch->read_pos += h.span;
-      store32(own_cursor(ch), ch->read_pos);
-      notify_waiters(ch, PSY_WAIT_SPACE);
+      publish_read(ch);
       continue;
     }
     return deliver(ch, ch->read_pos, &h);
   }
 }
 
-int32_t psy_release(psy_channel *ch) {
-  if (!ch->held) return 0;
+/* Publishes a single consumer's progress: frees the space it read. */
+static void publish_read(psy_channel *ch) {
+  if (ch->read_pos == ch->read_published) return;
+  ch->read_published = ch->read_pos;
+  /* publish free space: pairs with the producer's load in make_room(); seq_cst for the waiters
+   * check that follows (see wait.c) */
+  store32(own_cursor(ch), ch->read_pos);
+  notify_waiters(ch, PSY_WAIT_SPACE);
+}
+
+/* Releases the held record. A single consumer draining a batch (`defer`) publishes its progress
+ * only every quarter of the ring, and at the end (psy_release): far fewer cache-line transfers. */
+static void release(psy_channel *ch, int defer) {
+  if (!ch->held) return;
   ch->held = 0;
   ch->unpolled = 0;
   (*slot_counter(ch, PSY_SLOT_MSGS_RECEIVED))++;
@@ -424,12 +470,14 @@ int32_t psy_release(psy_channel *ch) {
     store32(rec_u32(record_at(ch, ch->held_pos), PSY_REC_STATE), mine(ch, PSY_REC_DONE));
     advance_head(ch);
   } else {
-    ch->read_pos = ch->held_pos + ch->polled.span;
-    /* publish free space: pairs with the producer's load in make_room(); seq_cst for the
-     * waiters check that follows (see wait.c) */
-    store32(own_cursor(ch), ch->read_pos);
-    notify_waiters(ch, PSY_WAIT_SPACE);
+    ch->read_pos = ch->held_pos + ch->held_span;
+    if (!defer || ch->read_pos - ch->read_published >= ch->capacity / 4) publish_read(ch);
   }
+}
+
+int32_t psy_release(psy_channel *ch) {
+  release(ch, 0);
+  if (!work_queue(ch)) publish_read(ch); /* whatever a batch left unpublished */
   return 0;
 }
 
@@ -438,7 +486,7 @@ int32_t psy_unpoll(psy_channel *ch) {
   return 0;
 }
 
-int32_t psy_poll(psy_channel *ch) {
+static int32_t poll(psy_channel *ch, int defer) {
   if (!(ch->roles & PSY_ROLE_CONSUMER)) {
     int32_t rc = become_consumer(ch);
     if (rc) return rc;
@@ -447,11 +495,17 @@ int32_t psy_poll(psy_channel *ch) {
     ch->unpolled = 0;
     return (int32_t)ch->polled.index;
   }
-  psy_release(ch);
-  return work_queue(ch) ? take_next(ch) : read_next(ch);
+  release(ch, defer);
+  int32_t rc = work_queue(ch) ? take_next(ch) : read_next(ch);
+  if (rc == PSY_E_EMPTY && !work_queue(ch)) publish_read(ch); /* caught up: free everything read */
+  return rc;
 }
 
+int32_t psy_poll(psy_channel *ch) { return poll(ch, 0); }
+int32_t psy_poll_batch(psy_channel *ch) { return poll(ch, 1); }
+
 const psy_polled_record *psy_polled(const psy_channel *ch) { return &ch->polled; }
+const psy_polled_record *psy_claimed(const psy_channel *ch) { return &ch->claimed; }
 
 /* Taking a role sets up the side's positions, exactly as a first claim or poll would. */
 int32_t psy_take_role(psy_channel *ch, uint32_t role) {
@@ -605,7 +659,7 @@ int ring_has_data(psy_channel *ch) {
   if (work_queue(ch))
     return load32(u32_at(ch, PSY_OFF_RETURNED)) != 0 ||
            load32(u32_at(ch, PSY_OFF_CLAIM_HEAD)) != load32(u32_at(ch, PSY_OFF_TAIL));
-  uint32_t next = ch->held ? ch->held_pos + ch->polled.span : ch->read_pos;
+  uint32_t next = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
   return load32(u32_at(ch, PSY_OFF_TAIL)) != next;
 }
 
@@ -631,7 +685,8 @@ void ring_close(psy_channel *ch) {
     for (uint32_t i = 0; i < ch->pending_count; i++) {
       psy_pending *p = &ch->pending[(ch->pending_first + i) % PSY_MAX_PENDING];
       if (p->done) continue;
-      store32(rec_u32(record_at(ch, p->position), PSY_REC_STATE), mine(ch, PSY_REC_ABANDONED));
+      for (uint32_t k = 0; k < p->count; k++)
+        store32(rec_u32(record_at(ch, p->position + k * p->record_span), PSY_REC_STATE), mine(ch, PSY_REC_ABANDONED));
       p->done = 1;
     }
     if (multi_producer(ch)) {

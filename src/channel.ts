@@ -121,9 +121,12 @@ export class Channel implements MessageChannel {
   #buffer: ArrayBuffer;
   #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
   #polledBuffer: ArrayBuffer;
+  #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
+  #claimedBuffer: ArrayBuffer;
   #held: Message | null = null; // the received message this handle holds
   #payloadBase: number; // buffer offset of ring index 0's payload
   #parking: Parking | null = null; // async waits, made on first use
+  #bytes: Uint8Array | null = null; // the whole mapping, for the batch calls
 
   constructor(uri: string, options: ChannelOptions = {}) {
     const { scheme, name } = parseUri(uri);
@@ -166,6 +169,8 @@ export class Channel implements MessageChannel {
     this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
     this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
     this.#polled = new Uint32Array(this.#polledBuffer);
+    this.#claimedBuffer = toArrayBuffer(lib.psy_claimed(handle)!, 0, 16);
+    this.#claimed = new Uint32Array(this.#claimedBuffer);
     this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
     trackOpen(this);
     debug(uri, `opened (${this.mode}, ${this.bufferSize} bytes, participant ${lib.psy_slot(handle)})`);
@@ -338,6 +343,66 @@ export class Channel implements MessageChannel {
     );
   }
 
+  /**
+   * The batch path: claims up to `count` messages of `byteLength` bytes at once, calls
+   * `write(bytes, offset, i)` for each (write the i-th message's payload at `bytes[offset ...]`),
+   * then publishes them all with one call. No object per message. Returns how many were sent:
+   * as many as fit now (0 when the channel is full). If `write` throws, none is sent.
+   */
+  sendBatch(
+    count: number,
+    byteLength: number,
+    write: (bytes: Uint8Array, offset: number, index: number) => void,
+    type: MessageType = ByteVector,
+  ): number {
+    const handle = this.#open();
+    const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
+    if (claimed === NativeCode.FULL) return 0;
+    if (claimed < 0) {
+      if (claimed === NativeCode.TOO_LARGE) this[ALLOC](byteLength, type, false); // throws the full error
+      throw fromNative(claimed, lastError());
+    }
+    const first = this.#claimed[0];
+    const span = this.#claimed[3];
+    const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
+    try {
+      for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
+    } catch (error) {
+      lib.psy_abandon(handle, first);
+      throw error;
+    }
+    const rc = lib.psy_commit(handle, first);
+    if (rc < 0) throw fromNative(rc, lastError());
+    return claimed;
+  }
+
+  /**
+   * The batch path for receiving: calls `read(bytes, offset, length, typeId)` for every message
+   * available now (at most `max`), each a view of channel memory valid only during the call, and
+   * releases them. No object per message. Returns how many.
+   */
+  drainBytes(read: (bytes: Uint8Array, offset: number, length: number, typeId: number) => void, max = Number.POSITIVE_INFINITY): number {
+    const handle = this.#open();
+    this.#dropHeld();
+    const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
+    const polled = this.#polled;
+    let count = 0;
+    try {
+      while (count < max) {
+        const index = lib.psy_poll_batch(handle); // releases the previous one; frees space in bulk
+        if (index < 0) {
+          if (index === NativeCode.EMPTY) break;
+          throw fromNative(index, lastError());
+        }
+        count++;
+        read(bytes, this.#payloadBase + index, polled[1], polled[2]);
+      }
+    } finally {
+      lib.psy_release(handle);
+    }
+    return count;
+  }
+
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
   sendJson(value: unknown): void {
     const text = JSON.stringify(value);
@@ -378,8 +443,9 @@ export class Channel implements MessageChannel {
    * channel memory, valid until release(), this handle's next receive(), or the end of a
    * `using` block; copy() keeps it longer.
    */
-  receive<M>(type?: MessageClass<M>): M | null;
   receive(): Message | null;
+  receive<M>(type: MessageClass<M>): M | null;
+  receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
     const handle = this.#open();
     this.#dropHeld();
@@ -432,8 +498,9 @@ export class Channel implements MessageChannel {
    * rejects with the signal's reason when it aborts, and with a PsyneError (CHANNEL_CLOSED) if the
    * channel is closed meanwhile. The waiter sleeps in the kernel: it costs no CPU while idle.
    */
-  recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
   recv(type?: undefined, options?: WaitOptions): Promise<Message | null>;
+  recv<M>(type: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
+  recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null>;
   async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
     const message = this.receive(type) ?? spin(() => this.receive(type)); // after a short spin, park
     if (message) return message;
@@ -444,6 +511,8 @@ export class Channel implements MessageChannel {
    * Every message as it arrives: `for await (const m of channel.messages(FloatVector))`. Each
    * message is released when the loop moves on; the loop ends when the channel is closed.
    */
+  messages(type?: undefined, options?: { signal?: AbortSignal }): AsyncGenerator<Message, void, undefined>;
+  messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal }): AsyncGenerator<M, void, undefined>;
   async *messages<M>(type?: MessageClass<M>, options: { signal?: AbortSignal } = {}): AsyncGenerator<M, void, undefined> {
     while (!this.closed) {
       let message: M | null;
@@ -467,8 +536,9 @@ export class Channel implements MessageChannel {
    * interrupts the wait so its handler can run). For worker processes without an event loop:
    * it freezes everything else in this thread.
    */
-  receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | null;
   receiveSync(type?: undefined, timeoutMs?: number): Message | null;
+  receiveSync<M>(type: MessageClass<M>, timeoutMs?: number): M | null;
+  receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null;
   receiveSync<M>(type?: MessageClass<M>, timeoutMs = -1): M | Message | null {
     const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
     for (;;) {
@@ -546,8 +616,10 @@ export class Channel implements MessageChannel {
     this.#handle = null;
     openChannels.delete(this);
     // detach the views first: a view over unmapped memory would crash the process
+    this.#bytes = null;
     this.#buffer.transfer(0);
     this.#polledBuffer.transfer(0);
+    this.#claimedBuffer.transfer(0);
     lib.psy_close(handle);
     debug(this.uri, "closed");
   }

@@ -140,6 +140,19 @@ describe("sending and receiving", () => {
     expect(ch.receive()).toBeNull();
   });
 
+  test("a handle that sends and receives keeps each message's own size (zero-length included)", () => {
+    const ch = open(uri("both"), 4096);
+    ch.send(new DoubleVector(ch, 0));
+    expect(ch.receive(DoubleVector)!.length).toBe(0);
+    ch.send("hello"); // claimed while the empty vector is still held
+    expect(ch.receive()!.text()).toBe("hello");
+    expect(ch.sendBatch(3, 40, (b, o, i) => (b[o] = i))).toBe(3);
+    const got: number[] = [];
+    expect(ch.drainBytes((b, o, length) => got.push(b[o], length))).toBe(3);
+    expect(got).toEqual([0, 40, 1, 40, 2, 40]);
+    expect(ch.stats().bytesInUse).toBe(0);
+  });
+
   test("receive() on an empty channel returns null at once", () => {
     expect(open(uri("empty"), 4096).receive()).toBeNull();
   });

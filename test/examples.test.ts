@@ -26,3 +26,25 @@ for (const [script, says] of [
     expect(result.code).toBe(0);
   });
 }
+
+// The tutorial's other patterns and its exercises 1, 3 and 4. Each names its channels after its
+// own pid (`channel` here, with PID for it), so the test also checks it left no segment behind.
+for (const [script, says, channel] of [
+  ["ipc_manager.ts", "the consumer received 500/500 in order", "managed-PID"],
+  ["request_response.ts", "request-response: 300/300 replies matched their requests across 3 client processes", "service-PID"],
+  ["process_pool.ts", "process pool: 200/200 results correct", "pool-PID-"],
+  ["debug_channel.ts", "debug channel: 5/5 messages logged as sent and received", "debug-PID"],
+  ["secure_names.ts", "secure names: 128-bit random name, segment mode 0o600, a second \"create\" refused, the child validated the request and answered", null],
+  ["batching.ts", "batching: 10050/10050 records arrived in 101 messages instead of 10050, every record checked", "batching-PID"],
+  ["pipeline.ts", "pipeline: generate -> square -> sum in 3 processes: 32000/32000 numbers, sum of squares 10922154672000 (expected 10922154672000)", "pipeline-PID-"],
+  ["scaling_pool.ts", "scaling pool: 2 bursts, each grew 1 -> 4 workers and shrank back to 1; 80/80 tasks done", "pool-PID-"],
+  ["fault_tolerant.ts", "processed 2000/2000 messages across 4 restarts, none lost", "fault-tolerant-PID-"],
+] as const) {
+  test(`examples/${script} says: ${says}`, async () => {
+    const child = spawnBun(example(script), [], { timeoutMs: 60_000 });
+    const result = await finish(child);
+    expect(result.stdout).toContain(says);
+    expect(result.code).toBe(0);
+    if (channel) expect(segments(channel.replace("PID", String(child.pid)))).toEqual([]);
+  });
+}

@@ -18,6 +18,6 @@ pub fn build(b: *std.Build) void {
         "-fvisibility=hidden", // only PSY_API functions are exported
     });
     lib.linkLibC();
-    lib.linkSystemLibrary("pthread"); // a separate library before glibc 2.34
+    if (target.isLinux()) lib.linkSystemLibrary("pthread"); // a separate library before glibc 2.34
     b.installArtifact(lib);
 }

@@ -1,6 +1,9 @@
 // Where a psyne message's time goes, in one process (no cross-core traffic): the public API per
-// message against the bare C calls it makes and the per-message view it builds. A diagnostic
-// beside bench/throughput.ts; it reaches into src/ffi.ts for the bare calls.
+// message (alloc, send, receive, release) and the batch API (sendBatch/drainBytes, BATCH messages
+// per call, no object per message) against the bare C calls they make and the per-message view
+// the one-at-a-time path builds. A diagnostic beside bench/throughput.ts; it reaches into
+// src/ffi.ts for the bare calls. The batch rows time BATCH messages per iteration; the summary
+// after the table divides them down to one message.
 //
 //   bun bench/hotpath.ts
 import { ptr, toArrayBuffer } from "bun:ffi";
@@ -11,6 +14,7 @@ import { layout } from "../src/layout.ts";
 import { Pattern } from "./peers/pattern.ts";
 
 const SIZE = 64;
+const BATCH = 256;
 const name = `hotpath-${process.pid}`;
 const pattern = new Pattern(SIZE);
 
@@ -39,6 +43,29 @@ bench("public: the same + pattern write and check", () => {
   tx.send(m);
   if (!pattern.check(rx.receive(ByteVector)!, 0, seq++)) throw new Error("bad message");
 });
+// the batch API: one claim and one publish per BATCH messages, a callback per message
+let base = 0;
+let sum = 0;
+const touch = (bytes: Uint8Array, offset: number, _i: number) => {
+  bytes[offset] = 1;
+};
+const writeOne = (bytes: Uint8Array, offset: number, i: number) => pattern.write(bytes, offset, base + i);
+const readOne = (bytes: Uint8Array, offset: number) => {
+  sum += bytes[offset];
+};
+const checkOne = (bytes: Uint8Array, offset: number) => {
+  if (!pattern.check(bytes, offset, base++)) throw new Error("bad message");
+};
+bench(`batch of ${BATCH}: sendBatch + drainBytes`, () => {
+  if (tx.sendBatch(BATCH, SIZE, touch) !== BATCH) throw new Error("short batch");
+  if (rx.drainBytes(readOne) !== BATCH) throw new Error("short drain");
+});
+bench(`batch of ${BATCH}: the same + pattern write and check`, () => {
+  const first = base;
+  if (tx.sendBatch(BATCH, SIZE, writeOne) !== BATCH) throw new Error("short batch");
+  base = first;
+  if (rx.drainBytes(checkOne) !== BATCH) throw new Error("short drain");
+});
 bench("bare FFI: psy_claim + psy_commit + psy_poll", () => {
   lib.psy_commit(rawTx, lib.psy_claim(rawTx, SIZE, 4));
   do_not_optimize(lib.psy_poll(rawRx));
@@ -57,7 +84,17 @@ bench("pattern write + check, plain buffer", () => {
   if (!pattern.check(bytes, payload, seq++)) throw new Error("bad message");
 });
 
-await run();
+const { benchmarks } = await run();
+do_not_optimize(sum);
+
+// per message: the batch rows divided by BATCH, beside the one-at-a-time rows
+console.log("\nper message (avg):");
+for (const trial of benchmarks as { alias: string; runs: { stats?: { avg: number } }[] }[]) {
+  const avg = trial.runs[0]?.stats?.avg;
+  if (avg === undefined) continue;
+  const per = trial.alias.startsWith("batch of") ? avg / BATCH : avg;
+  console.log(`  ${trial.alias.padEnd(50)} ${per.toFixed(1).padStart(7)} ns${trial.alias.startsWith("batch of") ? ` (${avg.toFixed(0)} ns / ${BATCH})` : ""}`);
+}
 
 tx.close();
 rx.close();

@@ -595,6 +595,10 @@ static void recover_takers(psy_channel *ch) {
   if (found) notify_waiters(ch, PSY_WAIT_DATA);
 }
 
+#ifndef CLOCK_MONOTONIC_COARSE /* macOS */
+#define CLOCK_MONOTONIC_COARSE CLOCK_MONOTONIC
+#endif
+
 static double monotonic_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);

@@ -19,8 +19,13 @@ let count = 0;
 let mismatches = 0;
 const expected = new Float32Array(100);
 while (count < total) {
-  const data = channel.receive(FloatVector); // never blocks: null when nothing has arrived yet
-  if (data) {
+  // the seed polls receive() in a loop, burning a core while it waits; recv() parks instead
+  const data = await channel.recv(FloatVector, { timeout: 30_000 });
+  if (!data) {
+    console.error(`no sensor data for 30 s after ${count} messages`);
+    break;
+  }
+  {
     // Process the data
     const sum = data.reduce((a, b) => a + b, 0);
     const avg = sum / data.length;

@@ -52,26 +52,39 @@ const symbols = {
 const platform = `${process.platform}-${process.arch}`;
 const libFile = process.platform === "darwin" ? "libpsyne.dylib" : "libpsyne.so";
 
+// The libraries built into prebuilds/, imported as files (see scripts/build-native.mjs): inside an
+// executable made by `bun build --compile` these are the embedded copies.
+let embedded: Record<string, string> = {};
+try {
+  embedded = (await import("./native-libs")).default;
+} catch {
+  // not generated yet: fall back to the path inside the package
+}
+
 /** Where the shared object is: PSYNE_LIB, else the build for this platform inside the package. */
 export const libraryPath: string =
-  process.env.PSYNE_LIB ?? fileURLToPath(new URL(`../prebuilds/${platform}/lib/${libFile}`, import.meta.url));
+  process.env.PSYNE_LIB ?? embedded[platform] ?? fileURLToPath(new URL(`../prebuilds/${platform}/lib/${libFile}`, import.meta.url));
 
 function load() {
-  if (!existsSync(libraryPath)) {
+  const embeddedInExecutable = libraryPath.startsWith("/$bunfs/") || libraryPath.startsWith("B:/~BUN/");
+  if (!embeddedInExecutable && !existsSync(libraryPath)) {
     throw new PsyneError(
       "NATIVE_LIBRARY",
-      `psyne has no native library for ${platform} at ${libraryPath}: supported are linux-x64 and linux-arm64; ` +
-        "run `npm run build:native` (needs the Zig 0.11 toolchain) or set PSYNE_LIB",
+      `psyne has no native library for ${platform} at ${libraryPath} (prebuilt: linux-x64, linux-arm64, darwin-x64, darwin-arm64); ` +
+        "build one from csrc/ with `npm run build:native` (needs the Zig 0.11 toolchain), or set PSYNE_LIB",
     );
   }
   try {
     return dlopen(libraryPath, symbols).symbols;
   } catch (err) {
-    throw new PsyneError(
-      "NATIVE_LIBRARY",
-      `psyne could not load ${libraryPath} on ${platform}: ${(err as Error).message}` +
-        " (inside a compiled executable, Bun extracts it to $TMPDIR or $BUN_TMPDIR, which must be writable)",
-    );
+    const why = (err as Error).message;
+    if (embeddedInExecutable)
+      throw new PsyneError(
+        "NATIVE_LIBRARY",
+        `psyne's native library is embedded in this executable, and Bun could not extract it to a temporary directory: ` +
+          `set TMPDIR or BUN_TMPDIR to a writable directory (now ${process.env.BUN_TMPDIR ?? process.env.TMPDIR ?? "/tmp"}). (${why})`,
+      );
+    throw new PsyneError("NATIVE_LIBRARY", `psyne could not load ${libraryPath} on ${platform}: ${why}`);
   }
 }
 

@@ -2,6 +2,10 @@
 // Message `seq` = its sequence number (u32 little-endian in bytes 0..3) followed by window
 // `seq % WINDOWS` of a fixed pseudo-random pool: a torn, stale, duplicated, reordered or
 // misaligned message fails the check. The pool is ASCII so Bun IPC can carry it as a string.
+// Small messages (up to 256 bytes) in a long-lived buffer of 64 KiB or more (a channel's mapping,
+// a socket's read chunk) are written and compared as 32-bit words through a cached Int32Array
+// view: about 5 ns at 64 B against about 35 ns for a native compare, whose call costs more than
+// the bytes. Anywhere else (a message's own small view) the same bytes go through set/compare.
 
 const WINDOWS = 61; // prime: a record slot reused a lap later almost never expects the same window
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -21,6 +25,9 @@ export class Pattern {
   readonly windows: Uint8Array[]; // expected bytes of a whole message (bytes 0..3 are overwritten by seq)
   readonly tails: Uint8Array[]; // windows[k] without the seq bytes, what producers copy in
   readonly stringTails: string[]; // the same for string messages, which start with 8 hex digits of seq
+  readonly words: Int32Array[] | null; // windows[k] as words, for small sizes
+  #viewOf: Uint8Array | null = null; // the buffer whose Int32Array view is cached
+  #view = new Int32Array(0);
 
   constructor(size: number) {
     if (size < 8) throw new Error(`message size ${size} is too small: at least 8 bytes`);
@@ -36,10 +43,28 @@ export class Pattern {
     this.windows = Array.from({ length: WINDOWS }, (_, k) => pool.subarray(8 * k, 8 * k + size));
     this.tails = this.windows.map((w) => w.subarray(4));
     this.stringTails = this.windows.map((w) => Buffer.from(w.subarray(8)).toString("latin1"));
+    this.words = size <= 256 && size % 4 === 0 ? this.windows.map((w) => new Int32Array(new Uint8Array(w).buffer)) : null;
+  }
+
+  /** A cached word view of `buf` if small messages in it can be handled as words, else null. */
+  #words(buf: Uint8Array, off: number): Int32Array | null {
+    if (buf === this.#viewOf) return (off & 3) === 0 ? this.#view : null;
+    if (this.words === null || buf.length < 65536 || (buf.byteOffset & 3) !== 0 || (off & 3) !== 0) return null;
+    this.#viewOf = buf;
+    this.#view = new Int32Array(buf.buffer, buf.byteOffset, buf.length >> 2);
+    return this.#view;
   }
 
   /** Writes message `seq` into `buf` at `off` (size bytes). */
   write(buf: Uint8Array, off: number, seq: number): void {
+    const view = this.#words(buf, off);
+    if (view !== null) {
+      const expected = this.words![seq % WINDOWS];
+      const at = off >> 2;
+      view[at] = seq;
+      for (let i = 1; i < expected.length; i++) view[at + i] = expected[i];
+      return;
+    }
     buf.set(this.tails[seq % WINDOWS], off + 4);
     buf[off] = seq;
     buf[off + 1] = seq >>> 8;
@@ -49,6 +74,14 @@ export class Pattern {
 
   /** True if `buf` at `off` holds exactly message `seq`. */
   check(buf: Uint8Array, off: number, seq: number): boolean {
+    const view = this.#words(buf, off);
+    if (view !== null) {
+      const expected = this.words![seq % WINDOWS];
+      const at = off >> 2;
+      if (view[at] !== (seq | 0)) return false;
+      for (let i = 1; i < expected.length; i++) if (view[at + i] !== expected[i]) return false;
+      return true;
+    }
     const got = (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0;
     return got === seq && compare.call(buf, this.windows[seq % WINDOWS], 4, this.size, off + 4, off + this.size) === 0;
   }

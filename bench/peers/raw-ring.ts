@@ -1,7 +1,7 @@
 // Diagnostic, not a contestant: psyne's C ring driven through the bare FFI calls (psy_claim,
 // psy_commit, psy_poll) with the payload written and checked through one long-lived view, so no
 // JS object is made per message. The gap to psyne-producer/consumer is the public API's cost.
-// Usage: bun raw-ring.ts producer|consumer NAME SIZE COUNT TIMEOUT_MS (the consumer prints a Report)
+// Usage: bun raw-ring.ts producer|consumer NAME SIZE COUNT TIMEOUT_MS [BUFFER_BYTES] (the consumer prints a Report)
 import { ptr, toArrayBuffer } from "bun:ffi";
 import { cstr, lib } from "../../src/ffi.ts";
 import { layout } from "../../src/layout.ts";
@@ -9,10 +9,11 @@ import { deadline, Pattern, type Report } from "./pattern.ts";
 
 const [role, name] = process.argv.slice(2, 4);
 const [size, count, timeoutMs] = process.argv.slice(4, 7).map(Number);
+const bufferSize = Number(process.argv[7] ?? 4 << 20);
 const pattern = new Pattern(size);
 const expired = deadline(timeoutMs, `raw ring ${role}`);
 const error = new Int32Array(new ArrayBuffer(4));
-const ch = lib.psy_open(cstr(name), 4 << 20, 0, 0o600, 0, ptr(error));
+const ch = lib.psy_open(cstr(name), bufferSize, 0, 0o600, 0, ptr(error));
 if (!ch) throw new Error(`psy_open failed: ${error[0]}`);
 if (lib.psy_take_role(ch, role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER) < 0) throw new Error("role taken");
 const map = toArrayBuffer(lib.psy_base(ch)!, 0, lib.psy_map_size(ch));

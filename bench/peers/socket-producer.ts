@@ -1,25 +1,21 @@
-// Unix socket producer: writes fixed-size messages in batches of about 64 KiB per write(), and
-// on a short write waits for `drain` (Bun's socket.write does not queue what it could not write).
-// Usage: bun unix-producer.ts PATH SIZE COUNT TIMEOUT_MS
+// Stream socket producer (Unix domain socket or TCP on loopback): writes fixed-size messages in
+// batches of about 64 KiB per write() (one message per write above that), and on a short write
+// waits for `drain` (Bun's socket.write does not queue what it could not write).
+// Usage: bun socket-producer.ts unix:PATH|tcp:PORT SIZE COUNT TIMEOUT_MS (from socket-consumer's "listening" line)
 import { Pattern } from "./pattern.ts";
 
-const path = process.argv[2];
+const address = process.argv[2];
 const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
 const pattern = new Pattern(size);
 const perBatch = Math.max(1, Math.floor(65536 / size));
 const batch = new Uint8Array(perBatch * size);
 
-// the consumer may not be listening yet: retry for a bounded time
-async function connect() {
-  const end = performance.now() + Math.min(timeoutMs, 10_000);
-  for (;;) {
-    try {
-      return await Bun.connect({ unix: path, socket: { drain: pump, data() {}, close: () => process.exit(sent === count ? 0 : 1) } });
-    } catch (err) {
-      if (performance.now() > end) throw err;
-      await Bun.sleep(10);
-    }
-  }
+// the consumer is listening already (the orchestrator waits for its "listening" line)
+function connect() {
+  const socket = { drain: pump, data() {}, close: () => process.exit(sent === count ? 0 : 1) };
+  return address.startsWith("unix:")
+    ? Bun.connect({ unix: address.slice(5), socket })
+    : Bun.connect({ hostname: "127.0.0.1", port: Number(address.slice(4)), socket });
 }
 
 let sent = 0; // messages written into batches so far
@@ -43,7 +39,7 @@ function pump(socket: { write(b: Uint8Array): number; end(): void }): void {
 }
 
 setTimeout(() => {
-  console.error(`unix producer: gave up after ${timeoutMs} ms at ${sent}/${count}`);
+  console.error(`socket producer: gave up after ${timeoutMs} ms at ${sent}/${count}`);
   process.exit(3);
 }, timeoutMs).unref();
 pump(await connect());

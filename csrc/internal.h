@@ -71,6 +71,17 @@ static inline uint64_t *u64_at(const psy_channel *ch, uint32_t offset) {
 }
 static inline uint32_t load32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void store32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/* Publishes a cursor others may be waiting on; notify_waiters() follows it. With membarrier the
+ * store is a plain release store (waiters do the heavy fence); without, seq_cst. See wait.c. */
+extern int psy_fast_publish;
+static inline void publish_cursor(uint32_t *p, uint32_t v) {
+  if (psy_fast_publish) {
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the waiters load after it */
+  } else {
+    store32(p, v);
+  }
+}
 static inline int cas32(uint32_t *p, uint32_t expected, uint32_t desired) {
   return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
@@ -107,6 +118,7 @@ void ring_forget_participant(psy_channel *ch, uint32_t slot);
 
 /* wait.c */
 void notify_waiters(psy_channel *ch, int32_t kind);
+void fences_init(void);
 void waiters_stop(psy_channel *ch);
 
 #endif

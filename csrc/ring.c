@@ -224,7 +224,7 @@ static int32_t claim(psy_channel *ch, uint32_t count, uint32_t length, uint32_t 
     *rec_u32(rec, PSY_REC_TYPE) = type;
     /* zero the alignment padding, so every byte of a lap is rewritten: a stale tag that
      * advance_tail() or recovery might read can then only be the previous lap's, never a match */
-    memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
+    if (span - PSY_REC_HEADER != length) memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
     /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
     __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), at, __ATOMIC_RELEASE);
   }
@@ -277,9 +277,9 @@ static void publish(psy_channel *ch) {
     ch->pending_count--;
   }
   if (ch->pub_pos == before) return;
-  /* publish: pairs with the consumers' load of tail in poll; seq_cst orders it before the load
-   * of the waiters count in notify_waiters() (see wait.c) */
-  store32(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos);
+  /* publish: pairs with the consumers' load of tail in poll, and is ordered before the load of
+   * the waiters count in notify_waiters() (see wait.c) */
+  publish_cursor(u32_at(ch, PSY_OFF_TAIL), ch->pub_pos);
   notify_waiters(ch, PSY_WAIT_DATA);
 }
 
@@ -452,9 +452,9 @@ static int32_t read_next(psy_channel *ch) {
 static void publish_read(psy_channel *ch) {
   if (ch->read_pos == ch->read_published) return;
   ch->read_published = ch->read_pos;
-  /* publish free space: pairs with the producer's load in make_room(); seq_cst for the waiters
-   * check that follows (see wait.c) */
-  store32(own_cursor(ch), ch->read_pos);
+  /* publish free space: pairs with the producer's load in make_room(), and is ordered before the
+   * waiters check that follows (see wait.c) */
+  publish_cursor(own_cursor(ch), ch->read_pos);
   notify_waiters(ch, PSY_WAIT_SPACE);
 }
 

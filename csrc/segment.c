@@ -299,6 +299,7 @@ psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_
     pause_briefly();
   }
   if (!rc) rc = participants_join(ch);
+  fences_init();
   if (rc) {
     if (ch && ch->base) munmap(ch->base, ch->map_size);
     if (ch) release_fd(ch);

@@ -10,7 +10,14 @@
  * JavaScript only if a cursor moved, or once a second (which also drives crash recovery).
  *
  * Arming and re-checking run on the handle's own thread (psy_waiter_arm); the waiter thread only
- * watches the event count, so it never touches the handle's ring state. */
+ * watches the event count, so it never touches the handle's ring state.
+ *
+ * The fence is asymmetric where Linux allows it: publishing is on every message, waiting is rare.
+ * Publishers store their cursor with a plain release store (publish_cursor); a waiter, after
+ * registering, runs membarrier(GLOBAL_EXPEDITED), which makes every process that registered for
+ * it pass a full barrier. Either a publisher's cursor store came before that barrier (and the
+ * waiter's re-check sees it) or its later load of the waiters count comes after it (and sees the
+ * waiter). Without membarrier, publishers use seq_cst stores and the waiter an ordinary fence. */
 #include "internal.h"
 
 #include <errno.h>
@@ -22,6 +29,7 @@
 
 #ifdef __linux__
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -47,6 +55,29 @@ static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, 
 }
 static void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
 #endif
+
+int psy_fast_publish;
+static pthread_once_t fences_once = PTHREAD_ONCE_INIT;
+
+static void register_fences(void) {
+#ifdef __linux__
+  long mask = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  int wanted = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+  if (mask > 0 && (mask & wanted) == wanted && syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
+    psy_fast_publish = 1;
+#endif
+}
+
+/* Once per process, before its first publish: join the processes membarrier reaches. */
+void fences_init(void) { pthread_once(&fences_once, register_fences); }
+
+/* The waiter's half of the fence (see the top of this file). */
+static void waiter_fence(void) {
+#ifdef __linux__
+  if (psy_fast_publish && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0) return;
+#endif
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 
 #define WAKE_SAFETY_MS 100  /* a parked waiter looks at the ring this often whatever happens... */
 #define WAKE_FALLBACK_MS 1000 /* ...and calls back at least this often even if nothing moved */
@@ -94,6 +125,7 @@ static uint32_t register_waiter(psy_channel *ch, int32_t kind) {
   uint32_t off = seq_offset(kind);
   __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
   __atomic_fetch_add(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  waiter_fence();
   return load32(u32_at(ch, off));
 }
 

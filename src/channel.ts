@@ -161,7 +161,7 @@ export class Channel implements MessageChannel {
       debug(uri, `open failed: ${error.message}`);
       throw error;
     }
-    this.#handle = handle;
+    this.#handle = handle as Handle;
     this.uri = uri;
     this.name = name;
     this.mode = modeNames[lib.psy_mode(handle)];

@@ -120,12 +120,12 @@ function stateError(meta: MessageMeta, action: string): PsyneError {
 
 /** Methods shared by vectors and structs; installed on both prototypes. */
 const messageMethods = {
-  get type(this: Message) {
-    const meta = this[META];
+  get type() {
+    const meta = (this as unknown as Message)[META];
     return meta.typeId === meta.type.typeId ? meta.type.typeName : `type#${meta.typeId}`;
   },
-  get typeId(this: Message) {
-    return this[META].typeId;
+  get typeId() {
+    return (this as unknown as Message)[META].typeId;
   },
   release(this: Message) {
     const meta = this[META];
@@ -392,7 +392,7 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
     get(this: StructInstance & Message) {
       const meta = this[META];
       if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "read or write");
-      return new Ctor(this.view.buffer, meta.byteOffset + offset, count);
+      return new Ctor(this.view.buffer as ArrayBuffer, meta.byteOffset + offset, count);
     },
     set(this: StructInstance & Message, value: ArrayLike<number>) {
       if (value.length > count)

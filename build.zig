@@ -17,6 +17,7 @@ pub fn build(b: *std.Build) void {
         "-Werror",
         "-fvisibility=hidden", // only PSY_API functions are exported
     });
+    lib.linker_allow_shlib_undefined = false; // a missing function fails the build, not dlopen
     lib.linkLibC();
     if (target.isLinux()) lib.linkSystemLibrary("pthread"); // a separate library before glibc 2.34
     b.installArtifact(lib);

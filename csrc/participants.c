@@ -14,13 +14,19 @@
 #define F_OFD_SETLKW F_SETLKW
 #endif
 
-int lock_byte(int fd, short type, long byte, int wait) {
+/* A one-byte range of the segment file, for the OFD locks below. */
+static struct flock byte_range(short type, long byte) {
   struct flock fl;
   memset(&fl, 0, sizeof fl);
   fl.l_type = type;
   fl.l_whence = SEEK_SET;
   fl.l_start = byte;
   fl.l_len = 1;
+  return fl;
+}
+
+int lock_byte(int fd, short type, long byte, int wait) {
+  struct flock fl = byte_range(type, byte);
   int rc;
   do rc = fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
   while (rc && errno == EINTR && !wait);
@@ -28,12 +34,7 @@ int lock_byte(int fd, short type, long byte, int wait) {
 }
 
 int byte_locked_by_other(int fd, long byte) {
-  struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
+  struct flock fl = byte_range(F_WRLCK, byte);
   if (fcntl(fd, F_OFD_GETLK, &fl)) return 1; /* cannot tell: assume alive, never steal */
   return fl.l_type != F_UNLCK;
 }

@@ -1,6 +1,6 @@
 // Encodes the values request-response and the process pool carry: JSON values, strings and
 // typed arrays (which travel as their bytes and arrive as the same kind of typed array).
-import { PsyneError } from "./errors";
+import { PsyneError, RemoteError } from "./errors";
 
 const typedArrayKinds = [
   Uint8Array,
@@ -99,4 +99,20 @@ export function decodeFrame(magic: number, bytes: Uint8Array): Frame | null {
     tag: decoder.decode(bytes.subarray(24, 24 + tagLength)),
     value: bytes.subarray(24 + tagLength),
   };
+}
+
+/** The value kind of a frame that carries a failure: the remote side threw. */
+export const FAILED_KIND = 0xffffffff;
+
+/** A thrown error as it travels: its name and message. */
+export function encodeFailure(thrown: unknown): Encoded {
+  const error = thrown instanceof Error ? thrown : new Error(String(thrown));
+  return { kind: FAILED_KIND, bytes: encoder.encode(JSON.stringify({ name: error.name, message: error.message })) };
+}
+
+/** What a reply or result frame carries: its value, or the remote failure as a RemoteError. */
+export function frameOutcome(frame: Frame): { ok: true; value: unknown } | { ok: false; error: RemoteError } {
+  if (frame.kind !== FAILED_KIND) return { ok: true, value: decodeValue(frame.kind, frame.value) };
+  const { name, message } = JSON.parse(decoder.decode(frame.value));
+  return { ok: false, error: new RemoteError(message, name) };
 }

@@ -4,6 +4,11 @@ import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { PsyneError } from "./errors";
+// The libraries built into prebuilds/, imported as files (see scripts/build-native.mjs): inside an
+// executable made by `bun build --compile` these are the embedded copies. A static import: a
+// top-level await here would make every module that imports psyne evaluate asynchronously, and a
+// Worker importing psyne would then miss messages posted to it before its handler was set.
+import embedded from "./native-libs";
 
 const { ptr: P, i32, u32, f64, cstring } = FFIType;
 
@@ -52,14 +57,6 @@ const symbols = {
 const platform = `${process.platform}-${process.arch}`;
 const libFile = process.platform === "darwin" ? "libpsyne.dylib" : "libpsyne.so";
 
-// The libraries built into prebuilds/, imported as files (see scripts/build-native.mjs): inside an
-// executable made by `bun build --compile` these are the embedded copies.
-let embedded: Record<string, string> = {};
-try {
-  embedded = (await import("./native-libs")).default;
-} catch {
-  // not generated yet: fall back to the path inside the package
-}
 
 /** Where the shared object is: PSYNE_LIB, else the build for this platform inside the package. */
 export const libraryPath: string =

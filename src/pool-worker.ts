@@ -3,8 +3,8 @@
 // args: script tasksUri resultsUri
 import { pathToFileURL } from "node:url";
 import { createChannel } from "./channel";
-import { decodeFrame, decodeValue, encodeFrame, encodeValue } from "./codec";
-import { FAILED_KIND, RESULT, RETIRE_KIND, TASK } from "./pool";
+import { decodeFrame, decodeValue, encodeFailure, encodeFrame, encodeValue } from "./codec";
+import { RESULT, RETIRE_KIND, TASK } from "./pool";
 
 const [script, tasksUri, resultsUri] = process.argv.slice(2);
 const run = (await import(pathToFileURL(script).href)).default as (task: unknown) => unknown;
@@ -29,8 +29,7 @@ for await (const message of tasks.messages()) {
   try {
     reply = encodeValue(await run(decodeValue(frame.kind, frame.value)));
   } catch (err) {
-    const error = err instanceof Error ? err : new Error(String(err));
-    reply = { kind: FAILED_KIND, bytes: new TextEncoder().encode(JSON.stringify({ name: error.name, message: error.message })) };
+    reply = encodeFailure(err);
   }
   await results.sendAsync(encodeFrame(RESULT, frame.id, "", reply));
 }

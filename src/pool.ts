@@ -6,13 +6,13 @@ import type { Subprocess } from "bun";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { type Channel, ChannelMode, createChannel, removeChannel } from "./channel";
-import { decodeFrame, decodeValue, encodeFrame, encodeValue } from "./codec";
-import { PsyneError, RemoteError } from "./errors";
+import { encodeFrame, encodeValue } from "./codec";
+import { PsyneError } from "./errors";
+import { type Pending, settleFrames } from "./rpc";
 
 export const TASK = 0x314b5450; // "PTK1"
 export const RESULT = 0x31535250; // "PRS1"
 export const RETIRE_KIND = 0xfffffffe; // a task that tells the worker taking it to exit
-export const FAILED_KIND = 0xffffffff; // a result: the task threw; the value is {name, message}
 
 export interface PoolOptions {
   /** Workers kept even when idle (default 1). */
@@ -37,11 +37,6 @@ export interface PoolStats {
   started: number;
   /** Workers that died without being asked to. */
   crashed: number;
-}
-
-interface Pending {
-  resolve(value: unknown): void;
-  reject(error: unknown): void;
 }
 
 const workerScript = fileURLToPath(new URL("./pool-worker.ts", import.meta.url));
@@ -144,31 +139,12 @@ export class ProcessPool {
     }
   }
 
-  /** Receives results while tasks are pending (an idle pool does not keep the process alive). */
+  /** Receives results while tasks are pending (a task run twice reports twice: the first wins). */
   async #pump(): Promise<void> {
     if (this.#pumping) return;
     this.#pumping = true;
-    try {
-      while (this.#pending.size > 0 && !this.#results.closed) {
-        const message = await this.#results.recv(undefined, { timeout: 1_000 });
-        if (!message) continue;
-        const frame = decodeFrame(RESULT, message.bytes());
-        const pending = frame && this.#pending.get(frame.id); // a task run twice reports twice: first wins
-        if (!frame || !pending) continue;
-        if (frame.kind === FAILED_KIND) {
-          const { name, message: text } = JSON.parse(new TextDecoder().decode(frame.value));
-          this.#counts.failed++;
-          pending.reject(new RemoteError(text, name));
-        } else {
-          this.#counts.completed++;
-          pending.resolve(decodeValue(frame.kind, frame.value));
-        }
-      }
-    } catch (err) {
-      if (!this.#closed) for (const p of [...this.#pending.values()]) p.reject(err);
-    } finally {
-      this.#pumping = false;
-    }
+    await settleFrames(this.#results, RESULT, this.#pending, (ok) => (ok ? this.#counts.completed++ : this.#counts.failed++));
+    this.#pumping = false;
   }
 
   /** Ends every worker (asks them to exit, then kills any that do not) and detaches. */

@@ -4,14 +4,13 @@
 // sent: a server killed mid-request leaves it to be delivered again (clients drop duplicates).
 import { randomBytes } from "node:crypto";
 import { type Channel, ChannelMode, createChannel, parseUri, removeChannel } from "./channel";
-import { decodeFrame, decodeValue, encodeFrame, encodeValue, type Encoded } from "./codec";
+import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, encodeValue, frameOutcome } from "./codec";
 import { debug } from "./debug";
-import { ChannelNotFoundError, PsyneError, RemoteError } from "./errors";
+import { ChannelNotFoundError, PsyneError } from "./errors";
 import type { WaitOptions } from "./waiting";
 
 const REQUEST = 0x31515250; // "PRQ1"
 const REPLY = 0x31505250; // "PRP1"
-const FAILED = 0xffffffff; // reply kind: the handler threw; the value is {name, message}
 const REPLY_TIMEOUT_MS = 5_000; // a client that does not read its replies for this long is gone
 
 export interface ServeOptions {
@@ -61,8 +60,7 @@ export class Server {
         try {
           reply = encodeValue(await this.#handler(decodeValue(frame.kind, frame.value)));
         } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err));
-          reply = { kind: FAILED, bytes: new TextEncoder().encode(JSON.stringify({ name: error.name, message: error.message })) };
+          reply = encodeFailure(err);
         }
         await this.#reply(frame.tag, frame.id, reply);
         // the loop moving on releases the request: only now is it done
@@ -119,9 +117,33 @@ export function serve(uri: string, handler: Handler, options?: ServeOptions): Se
   return new Server(uri, handler, options);
 }
 
-interface Pending {
+export interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
+}
+
+/**
+ * Receives frames of `magic` on `channel` while `pending` waits for some, settling each by its id
+ * (a frame whose id waits for nothing, a duplicate or a late one, is dropped). Returns when nothing
+ * is pending, so an idle client or pool does not keep the process alive; a channel error rejects
+ * everything pending.
+ */
+export async function settleFrames(channel: Channel, magic: number, pending: Map<number, Pending>, onSettle?: (ok: boolean) => void): Promise<void> {
+  try {
+    while (pending.size > 0 && !channel.closed) {
+      const message = await channel.recv(undefined, { timeout: 1_000 });
+      if (!message) continue;
+      const frame = decodeFrame(magic, message.bytes());
+      const waiting = frame && pending.get(frame.id);
+      if (!frame || !waiting) continue;
+      const outcome = frameOutcome(frame);
+      onSettle?.(outcome.ok);
+      if (outcome.ok) waiting.resolve(outcome.value);
+      else waiting.reject(outcome.error);
+    }
+  } catch (err) {
+    if (!channel.closed) for (const p of [...pending.values()]) p.reject(err);
+  }
 }
 
 export class Client {
@@ -190,27 +212,12 @@ export class Client {
     );
   }
 
-  /** Receives replies while requests are pending (so an idle client does not keep the process alive). */
+  /** Receives replies while requests are pending. */
   async #pump(): Promise<void> {
     if (this.#pumping) return;
     this.#pumping = true;
-    try {
-      while (this.#pending.size > 0 && !this.#replies.closed) {
-        const message = await this.#replies.recv(undefined, { timeout: 1_000 });
-        if (!message) continue;
-        const frame = decodeFrame(REPLY, message.bytes());
-        const pending = frame && this.#pending.get(frame.id); // a duplicate or late reply finds none
-        if (!frame || !pending) continue;
-        if (frame.kind === FAILED) {
-          const { name, message: text } = JSON.parse(new TextDecoder().decode(frame.value));
-          pending.reject(new RemoteError(text, name));
-        } else pending.resolve(decodeValue(frame.kind, frame.value));
-      }
-    } catch (err) {
-      if (!this.#replies.closed) for (const p of [...this.#pending.values()]) p.reject(err);
-    } finally {
-      this.#pumping = false;
-    }
+    await settleFrames(this.#replies, REPLY, this.#pending);
+    this.#pumping = false;
   }
 
   /** Rejects pending requests and detaches; removes this client's reply channel. */

@@ -115,6 +115,8 @@ int ring_has_unread(psy_channel *ch);
 int ring_has_data(psy_channel *ch);
 int ring_has_space(psy_channel *ch, uint32_t length);
 void ring_forget_participant(psy_channel *ch, uint32_t slot);
+void ring_maybe_recover(psy_channel *ch);
+int ring_may_be_stuck(const psy_channel *ch);
 
 /* wait.c */
 void notify_waiters(psy_channel *ch, int32_t kind);

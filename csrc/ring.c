@@ -222,8 +222,9 @@ static int32_t claim(psy_channel *ch, uint32_t count, uint32_t length, uint32_t 
     __atomic_store_n(rec_u32(rec, PSY_REC_STATE), mine(ch, PSY_REC_CLAIMED), __ATOMIC_RELEASE);
     *rec_u32(rec, PSY_REC_LENGTH) = length;
     *rec_u32(rec, PSY_REC_TYPE) = type;
-    /* zero the alignment padding, so every byte of a lap is rewritten: a stale tag that
-     * advance_tail() or recovery might read can then only be the previous lap's, never a match */
+    /* zero the alignment padding, so every byte of a lap is rewritten: a stale header that
+     * advance_tail() or recovery might read is then the previous lap's (its tag cannot match) or
+     * payload bytes, which would have to hold this exact position and a finished state by chance */
     if (span - PSY_REC_HEADER != length) memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
     /* publish the tag last: pairs with read_header()'s acquire load in advance_tail() */
     __atomic_store_n(rec_u32(rec, PSY_REC_POSITION), at, __ATOMIC_RELEASE);
@@ -528,6 +529,14 @@ static int abandon_dead_claim(psy_channel *ch, uint32_t slot) {
   uint32_t pos = load32((uint32_t *)(s + PSY_SLOT_CLAIMING_POS)), span = load32((uint32_t *)(s + PSY_SLOT_CLAIMING_SPAN));
   uint32_t tail = load32(u32_at(ch, PSY_OFF_TAIL)), claimed = load32(u32_at(ch, PSY_OFF_CLAIM_TAIL));
   if (!span || claimed - tail > ch->capacity || pos - tail >= claimed - tail) return 0;
+  /* a dead producer whose CAS failed keeps a stale claim: if a live one names the same position,
+   * that one won it and is about to write the header */
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
+    uint8_t *other = slot_at(ch, i);
+    if (i != slot && load32((uint32_t *)(other + PSY_SLOT_CLAIMING_POS)) == pos &&
+        load32((uint32_t *)(other + PSY_SLOT_CLAIMING_SPAN)) != 0 && psy_slot_alive(ch, i))
+      return 0;
+  }
   uint8_t *rec = record_at(ch, pos);
   if (load32(rec_u32(rec, PSY_REC_POSITION)) == pos) return 0; /* header written: recover_tail() judges it by its owner */
   if (span < PSY_REC_HEADER || span % PSY_REC_ALIGN || span > claimed - pos) return 0;
@@ -612,6 +621,15 @@ static void maybe_recover(psy_channel *ch) {
   ch->next_recovery_ms = now + RECOVERY_INTERVAL_MS;
   if (multi_producer(ch)) recover_tail(ch);
   if (work_queue(ch)) recover_takers(ch);
+}
+
+void ring_maybe_recover(psy_channel *ch) { maybe_recover(ch); }
+
+/* Shared words only (for the waiter thread): could a dead participant be holding the ring? A claim
+ * in flight at tail, or a taken record not yet released. Live ones clear this within microseconds. */
+int ring_may_be_stuck(const psy_channel *ch) {
+  if (multi_producer(ch) && load32(u32_at(ch, PSY_OFF_TAIL)) != load32(u32_at(ch, PSY_OFF_CLAIM_TAIL))) return 1;
+  return work_queue(ch) && load32(u32_at(ch, PSY_OFF_HEAD)) != load32(u32_at(ch, PSY_OFF_CLAIM_HEAD));
 }
 
 int32_t psy_recover(psy_channel *ch) {

@@ -79,7 +79,7 @@ static void waiter_fence(void) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-#define WAKE_SAFETY_MS 100  /* a parked waiter looks at the ring this often whatever happens... */
+#define WAKE_SAFETY_MS 50   /* a parked waiter looks at the ring this often whatever happens... */
 #define WAKE_FALLBACK_MS 1000 /* ...and calls back at least this often even if nothing moved */
 
 enum { CTL_IDLE = 0, CTL_ARMED = 1, CTL_STOP = 2 };
@@ -123,15 +123,17 @@ static int is_ready(psy_channel *ch, int32_t kind, uint32_t length) {
 /* Register as a waiter of `kind`; returns the event count to wait on. */
 static uint32_t register_waiter(psy_channel *ch, int32_t kind) {
   uint32_t off = seq_offset(kind);
-  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
+  /* count first, then mark the slot (and the reverse to unregister): a crash in between leaves the
+   * count too high (a wasted wake-up), never too low (a lost one) once the slot is retired */
   __atomic_fetch_add(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
   waiter_fence();
   return load32(u32_at(ch, off));
 }
 
 static void unregister_waiter(psy_channel *ch, int32_t kind) {
-  __atomic_fetch_sub(u32_at(ch, seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
   __atomic_fetch_and((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), ~waiting_bit(kind), __ATOMIC_SEQ_CST);
+  __atomic_fetch_sub(u32_at(ch, seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
 }
 
 static int32_t check_kind(int32_t kind) {
@@ -142,9 +144,17 @@ static int32_t check_kind(int32_t kind) {
 int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout_ms) {
   int32_t rc = check_kind(kind);
   if (rc) return rc;
-  uint32_t seq = register_waiter(ch, kind);
-  int err = is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, seq_offset(kind)), seq, timeout_ms, 1);
-  unregister_waiter(ch, kind);
+  /* sleep in slices: between them, look for dead participants that keep the ring stuck (the
+   * recovery that polling would otherwise run) */
+  int err = ETIMEDOUT;
+  for (int32_t waited = 0; timeout_ms < 0 || waited < timeout_ms; waited += WAKE_SAFETY_MS) {
+    ring_maybe_recover(ch);
+    uint32_t seq = register_waiter(ch, kind);
+    int32_t slice = timeout_ms < 0 || timeout_ms - waited > WAKE_SAFETY_MS ? WAKE_SAFETY_MS : timeout_ms - waited;
+    err = is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, seq_offset(kind)), seq, slice, 1);
+    unregister_waiter(ch, kind);
+    if (err != ETIMEDOUT) break;
+  }
   if (err == ETIMEDOUT) return PSY_E_TIMEOUT;
   if (err == EINTR) return PSY_E_INTERRUPTED;
   return 0;
@@ -165,7 +175,7 @@ static void *waiter_main(void *arg) {
       int err = futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1);
       if (err != ETIMEDOUT) continue; /* woken (re-checked above), or interrupted */
       quiet_ms += WAKE_SAFETY_MS;
-      if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS) break;
+      if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS || ring_may_be_stuck(w->ch)) break;
     }
     /* an event, something moved, or the fallback: either way JavaScript re-polls */
     if (__atomic_compare_exchange_n(&w->ctl, &ctl, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {

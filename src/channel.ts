@@ -202,7 +202,8 @@ export class Channel implements MessageChannel {
   /** Claims a record; returns its payload offset in the mapping, or -1 if full and `orNull`. */
   [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
     const handle = this.#open();
-    const index = lib.psy_claim(handle, byteLength, type.typeId);
+    // checked here, not only in C: the C side takes a u32, and 2^32 bytes would wrap to a small size
+    const index = byteLength > this.bufferSize - layout.REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
     if (index >= 0) return this.#payloadBase + index;
     if (index === NativeCode.FULL) {
       if (orNull) return -1;
@@ -356,12 +357,10 @@ export class Channel implements MessageChannel {
     type: MessageType = ByteVector,
   ): number {
     const handle = this.#open();
+    if (byteLength > this.bufferSize - layout.REC_HEADER) this[ALLOC](byteLength, type, false); // throws MessageTooLargeError
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
     if (claimed === NativeCode.FULL) return 0;
-    if (claimed < 0) {
-      if (claimed === NativeCode.TOO_LARGE) this[ALLOC](byteLength, type, false); // throws the full error
-      throw fromNative(claimed, lastError());
-    }
+    if (claimed < 0) throw fromNative(claimed, lastError());
     const first = this.#claimed[0];
     const span = this.#claimed[3];
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));

@@ -262,6 +262,15 @@ describe("full and too large", () => {
     expect(ch.receive(ByteVector)!.length).toBe(4080);
   });
 
+  test("a vector of 2^32 bytes or more is MessageTooLargeError, and the channel still works after", () => {
+    const ch = open(uri("huge"), 4096);
+    expect(() => new FloatVector(ch, 2 ** 30 + 4)).toThrow(MessageTooLargeError);
+    expect(() => ch.tryAlloc(DoubleVector, 2 ** 29 + 1)).toThrow(MessageTooLargeError);
+    expect(() => ch.sendBatch(2, 2 ** 32 + 8, () => {})).toThrow(MessageTooLargeError);
+    ch.send("still fine");
+    expect(ch.receive()!.text()).toBe("still fine");
+  });
+
   test("unsent messages are published in allocation order once sent, and discard() skips one", () => {
     const ch = open(uri("order"), 65536);
     const a = new Int32Vector(ch, 1);

@@ -229,6 +229,31 @@ describe("restart without loss", () => {
   });
 });
 
+describe("recovery while consumers wait", () => {
+  for (const how of ["receiveSync", "recv"] as const) {
+    test(`a consumer parked in ${how}() gets messages stuck behind a producer that died holding a claim`, async () => {
+      const uri = `ipc://${uniqueName(`stuck-${how}`)}`;
+      const consumer = createChannel(uri, { mode: ChannelMode.MPSC, bufferSize: 65536, role: "consumer" });
+      const holder = spawnBun(fixture("claim_holder.ts"), [uri]);
+      await waitForLine(holder, "holding");
+      const producer = createChannel(uri, { role: "producer" });
+      producer.send("behind the dead claim");
+      expect(consumer.receive()).toBeNull(); // blocked by the claim
+      // dies while the consumer is parked (killed from outside: receiveSync blocks this thread)
+      Bun.spawn(["sh", "-c", `sleep 0.2; kill -9 ${holder.pid}`]);
+      const t0 = performance.now();
+      const message = how === "recv" ? await consumer.recv(undefined, { timeout: 5_000 }) : consumer.receiveSync(undefined, 5_000);
+      const waited = performance.now() - t0;
+      expect(message?.text()).toBe("behind the dead claim");
+      console.log(`${how}: recovered ${(waited - 200).toFixed(0)} ms after the death`);
+      expect(waited - 200).toBeLessThan(600); // recovered while parked (within ~50 ms, here with slack for load)
+      await holder.exited;
+      producer.close();
+      consumer.close();
+    });
+  }
+});
+
 describe("stale segments", () => {
   test("after every participant is SIGKILLed: ls says stale, a new attacher gets the messages, gc removes it", async () => {
     const name = uniqueName("stale");

@@ -119,7 +119,7 @@ async function runOnce(c: Config): Promise<Result> {
   await Promise.all(producers.map((p) => p.waitFor("ready")));
   const observer = ordered ? null : createChannel(uri, { open: "attach" });
   try {
-    for (const p of producers) p.proc.stdin.write("go\n"), p.proc.stdin.flush();
+    for (const p of producers) p.proc.stdin!.write("go\n"), p.proc.stdin!.flush();
     if (observer) {
       // consumers cannot know when SPMC/MPMC work ends: watch the channel's count, then tell them
       const deadline = Date.now() + TIMEOUT_MS;
@@ -127,7 +127,7 @@ async function runOnce(c: Config): Promise<Result> {
         if (Date.now() > deadline) throw new Error(`${c.label}: ${observer.stats().messagesReceived}/${total} received after ${TIMEOUT_MS} ms`);
         await Bun.sleep(5);
       }
-      for (const p of consumers) p.proc.stdin.end();
+      for (const p of consumers) p.proc.stdin!.end();
     }
   } finally {
     observer?.close();

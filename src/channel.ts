@@ -531,9 +531,9 @@ export class Channel implements MessageChannel {
   }
 
   /**
-   * Blocks this thread until a message arrives (null after timeoutMs, or when a signal
-   * interrupts the wait so its handler can run). For worker processes without an event loop:
-   * it freezes everything else in this thread.
+   * Blocks this thread until a message arrives (null after timeoutMs, or when a signal arriving
+   * during the wait interrupts it so its handler can run). For worker processes without an event
+   * loop: it freezes everything else in this thread.
    */
   receiveSync(type?: undefined, timeoutMs?: number): Message | null;
   receiveSync<M>(type: MessageClass<M>, timeoutMs?: number): M | null;

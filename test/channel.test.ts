@@ -9,6 +9,7 @@ import {
   ChannelFullError,
   ChannelMode,
   ChannelNotFoundError,
+  type ChannelOptions,
   createChannel,
   DoubleVector,
   defineMessage,
@@ -25,8 +26,8 @@ import { ownSegments, uniqueName } from "./helpers";
 setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
 const opened: Array<{ close(): void; uri: string }> = [];
-function open(...args: Parameters<typeof createChannel>) {
-  const channel = createChannel(...args);
+function open(uri: string, sizeOrOptions?: number | ChannelOptions, mode?: ChannelMode) {
+  const channel = typeof sizeOrOptions === "object" ? createChannel(uri, sizeOrOptions) : createChannel(uri, sizeOrOptions, mode);
   opened.push(channel);
   return channel;
 }

@@ -3,7 +3,7 @@
 // delivered; nothing torn; per-producer order where the mode promises it; a duplicate only of a
 // message whose consumer died holding it; no wedge. Plus restart without loss, and stale segments.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import type { Subprocess } from "bun";
+import type { FileSink, Subprocess } from "bun";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -89,7 +89,7 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
 
   // stop the producers cleanly, then let the consumers drain everything that was sent
   const producers = live.filter((p) => p.role === "producer");
-  for (const p of producers) p.proc.stdin!.end();
+  for (const p of producers) (p.proc.stdin as FileSink).end();
   for (const p of producers) expect((await finish(p.proc)).code).toBe(0);
   const consumers = live.filter((p) => p.role === "consumer");
   const sent = new Map(all.filter((p) => p.role === "producer").map((p) => [p.instance, sentCount(p)]));
@@ -107,7 +107,7 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
     if (Date.now() > deadline) throw new Error(`${mode}: messages that were sent never arrived (wedged?)`);
     await Bun.sleep(20);
   }
-  for (const c of consumers) c.proc.stdin!.end();
+  for (const c of consumers) (c.proc.stdin as FileSink).end();
   for (const c of consumers) expect((await finish(c.proc)).code).toBe(0);
   return { all, sent };
 }

@@ -36,7 +36,7 @@ function spawnNative(cmd: string[], timeoutMs = 30_000): Native {
     child.exited,
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
-  ]).then(([code, stdout, stderr]) => ({ code, signal: child.signalCode ?? null, stdout, stderr }));
+  ]).then(([code, stdout, stderr]) => ({ code, signal: child.signalCode === null ? null : String(child.signalCode), stdout, stderr }));
   return { child, result };
 }
 const done = (n: Native) => n.result;

@@ -55,7 +55,7 @@ test("grows under a burst up to max, and shrinks back to min when idle", () =>
 
 test("a task that throws rejects with RemoteError; the worker goes on", () =>
   withPool({ min: 1, max: 1 }, async (pool) => {
-  const error = await pool.submit({ n: 3, fail: true }).catch((e) => e);
+  const error = (await pool.submit({ n: 3, fail: true }).catch((e) => e)) as RemoteError;
   expect(error).toBeInstanceOf(RemoteError);
   expect(error.message).toBe("task 3 failed");
   expect(((await pool.submit({ n: 4 })) as Result).square).toBe(16);

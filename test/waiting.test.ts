@@ -134,9 +134,11 @@ describe("receiveSync", () => {
   test("a signal with a JS handler interrupts it, and the handler then runs", async () => {
     const child = waiter("sync-signal", uri("sync-signal"), 20_000);
     await waitForLine(child, "ready");
-    await Bun.sleep(50); // let it enter the kernel wait
-    child.kill("SIGUSR1");
+    // a signal that lands before the child is in the kernel wait runs its handler without
+    // interrupting anything (as for any blocking call): keep signalling until one lands inside
+    const signaller = setInterval(() => child.exitCode === null && child.kill("SIGUSR1"), 50);
     const result = report<{ value: null; waitedMs: number; handled: boolean }>(await finish(child));
+    clearInterval(signaller);
     expect(result.value).toBeNull();
     expect(result.waitedMs).toBeLessThan(20_000);
     expect(result.handled).toBe(true);

@@ -8,11 +8,11 @@ const [role, path] = process.argv.slice(2, 4);
 
 if (role === "echo") {
   giveUpAfter(Number(process.argv[4]), "unix echo");
-  const server = Bun.listen({
+  const server: { stop(closeActive?: boolean): void } = Bun.listen({
     unix: path,
     socket: {
       data: (socket, chunk) => void socket.write(chunk),
-      close: () => (server.stop(true), process.exit(0)),
+      close: (): void => (server.stop(true), process.exit(0)),
     },
   });
   console.log("ready");

@@ -51,7 +51,7 @@ export class Pattern {
     if (buf === this.#viewOf) return (off & 3) === 0 ? this.#view : null;
     if (this.words === null || buf.length < 65536 || (buf.byteOffset & 3) !== 0 || (off & 3) !== 0) return null;
     this.#viewOf = buf;
-    this.#view = new Int32Array(buf.buffer, buf.byteOffset, buf.length >> 2);
+    this.#view = new Int32Array(buf.buffer as ArrayBuffer, buf.byteOffset, buf.length >> 2);
     return this.#view;
   }
 

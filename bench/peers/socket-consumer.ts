@@ -52,7 +52,7 @@ const handlers = {
 const server = address.startsWith("unix:")
   ? Bun.listen({ unix: address.slice(5), socket: handlers })
   : Bun.listen({ hostname: "127.0.0.1", port: 0, socket: handlers });
-console.log(`listening ${address.startsWith("unix:") ? address : `tcp:${server.port}`}`);
+console.log(`listening ${address.startsWith("unix:") ? address : `tcp:${(server as { port: number }).port}`}`);
 
 const timer = setTimeout(() => done.reject(new Error(`socket consumer: gave up after ${timeoutMs} ms with ${received}/${count}`)), timeoutMs);
 let elapsedMs: number;

@@ -82,7 +82,7 @@ export interface Finished {
 export async function finish(child: Subprocess): Promise<Finished> {
   const output = outputs.get(child)!;
   const [code] = await Promise.all([child.exited, output.done]);
-  return { code, signal: child.signalCode ?? null, stdout: output.stdout, stderr: output.stderr };
+  return { code, signal: child.signalCode === null ? null : String(child.signalCode), stdout: output.stdout, stderr: output.stderr };
 }
 
 /** The last line of a child's stdout parsed as JSON (fixtures report that way). */

@@ -99,11 +99,9 @@
 #define PSY_SLOT_BYTES_RECEIVED 48u /* u64 */
 #define PSY_SLOT_FULL_EVENTS 56u   /* u64 */
 #define PSY_SLOT_READ_POS 64u      /* u32, BROADCAST subscriber cursor (own line: the producer reads it) */
-#define PSY_SLOT_CLAIMING_POS 68u  /* u32, SPMC/MPMC: position being taken, for crash recovery */
-#define PSY_SLOT_HELD_POS 72u      /* u32, position of the record this slot holds */
-#define PSY_SLOT_HELD 76u          /* u32, 1 while it holds one */
-#define PSY_SLOT_WAITING 80u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
-#define PSY_SLOT_CLAIMING_SPAN 84u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
+#define PSY_SLOT_CLAIMING_POS 68u  /* u32, MPSC/MPMC: position a producer is claiming, for crash recovery */
+#define PSY_SLOT_CLAIMING_SPAN 72u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
+#define PSY_SLOT_WAITING 76u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
 
 #define PSY_RING_OFFSET 16384u
 
@@ -154,7 +152,7 @@ _Static_assert(PSY_OFF_SPACE_SEQ - PSY_OFF_DATA_SEQ >= PSY_CACHE_LINE, "event co
 _Static_assert(PSY_OFF_RETIRED + 5 * 8 <= PSY_CONTROL_SIZE, "control block fits");
 _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
-_Static_assert(PSY_SLOT_CLAIMING_SPAN + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_SLOT_WAITING + 4 <= PSY_SLOT_SIZE, "slot fits");
 _Static_assert(PSY_REC_POSITION == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
 _Static_assert(PSY_MAX_SLOTS <= 256, "a slot index fits the owner bits");
 _Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
@@ -173,7 +171,7 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(OFF_DATA_WAITERS) X(OFF_SPACE_SEQ) X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_HELD_POS) X(SLOT_HELD) X(SLOT_WAITING) X(SLOT_CLAIMING_SPAN) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
+  X(SLOT_CLAIMING_POS) X(SLOT_WAITING) X(SLOT_CLAIMING_SPAN) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
   X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
   X(ROLE_CONSUMER) X(INIT_READY) X(TYPE_FLOAT_VECTOR) X(TYPE_DOUBLE_VECTOR) X(TYPE_INT32_VECTOR)          \

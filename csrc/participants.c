@@ -94,7 +94,6 @@ static void retire_slot(psy_channel *ch, uint32_t slot) {
   cas32(u32_at(ch, PSY_OFF_PRODUCER_OWNER), slot + 1, 0);
   cas32(u32_at(ch, PSY_OFF_CONSUMER_OWNER), slot + 1, 0);
   store32((uint32_t *)(s + PSY_SLOT_ROLES), 0);
-  store32((uint32_t *)(s + PSY_SLOT_HELD), 0);
   store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_FREE);
 }
 

@@ -42,7 +42,6 @@ enum psy_error {
   PSY_E_SYSTEM = -10,      /* an operating-system call failed (errno in the message) */
   PSY_E_STATE = -11,       /* misuse: commit of a record not claimed, too many unsent, ... */
   PSY_E_INVALID_ARG = -12, /* a bad argument (capacity out of range, unknown mode) */
-  PSY_E_UNSUPPORTED = -13, /* not implemented for this mode yet */
   PSY_E_SLOTS = -14,       /* every participant slot is taken by a live process */
   PSY_E_TIMEOUT = -15,     /* a wait ran out of time (an outcome, not a failure) */
   PSY_E_INTERRUPTED = -16, /* a wait was interrupted by a signal */

@@ -189,13 +189,11 @@ static void release_fd(psy_channel *ch) {
 /* One attempt: 0 done, 1 try again, <0 failure. */
 static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint32_t permissions,
                          int32_t open_mode) {
-  int created = 0;
   if (open_mode == PSY_ATTACH) {
     ch->fd = shm_open(ch->path, O_RDWR, 0);
   } else {
     ch->fd = shm_open(ch->path, O_RDWR | O_CREAT | O_EXCL, (mode_t)permissions);
     if (ch->fd >= 0) {
-      created = 1;
       fchmod(ch->fd, (mode_t)permissions); /* the umask must not narrow what the caller asked */
     } else if (errno == EEXIST) {
       if (open_mode == PSY_CREATE) return psy_fail(PSY_E_EXISTS, "channel %s already exists", ch->path + 7);
@@ -253,7 +251,6 @@ static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint3
     release_fd(ch);
     return 1;
   }
-  (void)created;
   int32_t rc = initialize(ch, capacity ? capacity : PSY_DEFAULT_CAPACITY, mode >= 0 ? mode : PSY_SPSC);
   if (!rc && lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 0)) /* atomic downgrade: let attachers in */
     rc = psy_fail(PSY_E_SYSTEM, "downgrade lock %s: %s", ch->path, strerror(errno));

@@ -83,7 +83,6 @@ export const NativeCode = {
   SYSTEM: -10,
   STATE: -11,
   INVALID_ARG: -12,
-  UNSUPPORTED: -13,
   SLOTS: -14,
   TIMEOUT: -15,
   INTERRUPTED: -16,
@@ -99,7 +98,6 @@ const byNativeCode: Record<number, (message: string) => PsyneError> = {
   [NativeCode.SYSTEM]: (m) => new PsyneError("SYSTEM", m),
   [NativeCode.STATE]: (m) => new PsyneError("INVALID_STATE", m),
   [NativeCode.INVALID_ARG]: (m) => new PsyneError("INVALID_ARGUMENT", m),
-  [NativeCode.UNSUPPORTED]: (m) => new PsyneError("UNSUPPORTED", m),
   [NativeCode.SLOTS]: (m) => new PsyneError("TOO_MANY_PARTICIPANTS", m),
 };
 

@@ -19,7 +19,6 @@ const symbols = {
   psy_unlink: { args: [cstring], returns: i32 },
   psy_inspect: { args: [cstring, P, P], returns: i32 },
   psy_remove_if_stale: { args: [cstring], returns: i32 },
-  psy_recover: { args: [P], returns: i32 },
   psy_base: { args: [P], returns: P },
   psy_map_size: { args: [P], returns: f64 },
   psy_capacity: { args: [P], returns: u32 },

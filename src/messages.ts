@@ -182,7 +182,6 @@ function bufferOf(message: Message): ArrayBuffer {
 function installMessageMethods(prototype: object): void {
   const descriptors = Object.getOwnPropertyDescriptors(messageMethods);
   for (const key of Reflect.ownKeys(descriptors)) {
-    if (key === "byteLength") continue;
     Object.defineProperty(prototype, key, { ...descriptors[key as keyof typeof descriptors], enumerable: false });
   }
 }

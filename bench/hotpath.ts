@@ -2,15 +2,15 @@
 // message (alloc, send, receive, release) and the batch API (sendBatch/drainBytes, BATCH messages
 // per call, no object per message) against the bare C calls they make and the per-message view
 // the one-at-a-time path builds. A diagnostic beside bench/throughput.ts; it reaches into
-// src/ffi.ts for the bare calls. The batch rows time BATCH messages per iteration; the summary
+// src/core/ffi.ts for the bare calls. The batch rows time BATCH messages per iteration; the summary
 // after the table divides them down to one message.
 //
 //   bun bench/hotpath.ts
 import { ptr, toArrayBuffer } from "bun:ffi";
 import { bench, do_not_optimize, run } from "mitata";
 import { ByteVector, createChannel, removeChannel } from "../src/index.ts";
-import { cstr, lib } from "../src/ffi.ts";
-import { layout } from "../src/layout.ts";
+import { cstr, lib } from "../src/core/ffi.ts";
+import { layout } from "../src/core/layout.ts";
 import { Pattern } from "./peers/pattern.ts";
 
 const SIZE = 64;

@@ -2,9 +2,9 @@
 // The psyne command line: list, inspect, watch and remove channels, and run the benchmark.
 // Exit codes: 0 done, 1 the operation failed (not found, corrupt, ...), 2 bad usage.
 import { parseArgs } from "node:util";
-import { PEEK } from "./channel";
+import { PEEK } from "./core/channel";
 import { createChannel, type Message, PsyneError } from "./index";
-import { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./ops";
+import { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./core/ops";
 
 const USAGE = `usage: psyne <command> [options]
 
@@ -150,7 +150,7 @@ async function main(): Promise<number> {
     case "tail":
       return tail(name, values.json!, number("count", Number.POSITIVE_INFINITY), number("timeout", Number.POSITIVE_INFINITY));
     case "rm": {
-      const { removeChannel } = await import("./channel");
+      const { removeChannel } = await import("./core/channel");
       if (removeChannel(name)) {
         if (values.json) console.log(JSON.stringify({ removed: [name] }));
         else console.log(`removed ${name}`);

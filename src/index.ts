@@ -1,5 +1,5 @@
 // psyne's public API: exactly the names of SPEC.md that are implemented (test/exports.test.ts).
-export { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, createChannel, removeChannel } from "./channel";
+export { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, createChannel, removeChannel } from "./core/channel";
 export {
   ChannelConfigError,
   ChannelCorruptError,
@@ -12,10 +12,10 @@ export {
   MessageTypeError,
   PsyneError,
   RemoteError,
-} from "./errors";
-export type { ProcessInfo } from "./header";
-export { ByteVector, DoubleVector, defineMessage, FloatVector, Int32Vector, type Message } from "./messages";
-export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./ops";
-export { type PoolOptions, type PoolStats, ProcessPool } from "./pool";
-export { type Client, connect, type Handler, type Server, type ServeOptions, serve } from "./rpc";
-export type { WaitOptions } from "./waiting";
+} from "./core/errors";
+export type { ProcessInfo } from "./core/header";
+export { ByteVector, DoubleVector, defineMessage, FloatVector, Int32Vector, type Message } from "./core/messages";
+export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./core/ops";
+export { type PoolOptions, type PoolStats, ProcessPool } from "./patterns/pool";
+export { type Client, connect, type Handler, type Server, type ServeOptions, serve } from "./patterns/rpc";
+export type { WaitOptions } from "./core/waiting";

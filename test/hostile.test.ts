@@ -3,7 +3,7 @@
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { closeSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { createChannel, removeChannel } from "../src/index.ts";
-import { layout } from "../src/layout.ts";
+import { layout } from "../src/core/layout.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName } from "./helpers";
 import { prng } from "./helpers/sequence.ts";
 

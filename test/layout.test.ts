@@ -1,7 +1,7 @@
 // The layout is defined once, in csrc/layout.h; TypeScript reads it from the C core. These
 // tests check the claims the layout makes (cache lines, alignment, fit) through that table.
 import { describe, expect, test } from "bun:test";
-import { layout, layoutHash, layoutTable } from "../src/layout.ts";
+import { layout, layoutHash, layoutTable } from "../src/core/layout.ts";
 
 describe("the shared-memory layout", () => {
   test("TypeScript sees every constant the C core renders, and no others", () => {

@@ -14,7 +14,7 @@ export function snapshotLibrary(): { workDir: string; library: string; source: s
   const workDir = mkdtempSync(join(tmpdir(), "psyne-bench-"));
   const library = join(workDir, basename(source));
   copyFileSync(source, library);
-  process.env.PSYNE_LIB = library; // read by src/ffi.ts when psyne is imported, here and in every peer
+  process.env.PSYNE_LIB = library; // read by src/core/ffi.ts when psyne is imported, here and in every peer
   const sha = new Bun.CryptoHasher("sha256").update(readFileSync(library)).digest("hex").slice(0, 16);
   return { workDir, library, source, sha };
 }

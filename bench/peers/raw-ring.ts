@@ -3,8 +3,8 @@
 // JS object is made per message. The gap to psyne-producer/consumer is the public API's cost.
 // Usage: bun raw-ring.ts producer|consumer NAME SIZE COUNT TIMEOUT_MS [BUFFER_BYTES] (the consumer prints a Report)
 import { ptr, toArrayBuffer } from "bun:ffi";
-import { cstr, lib } from "../../src/ffi.ts";
-import { layout } from "../../src/layout.ts";
+import { cstr, lib } from "../../src/core/ffi.ts";
+import { layout } from "../../src/core/layout.ts";
 import { deadline, Pattern, type Report } from "./pattern.ts";
 
 const [role, name] = process.argv.slice(2, 4);

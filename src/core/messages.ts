@@ -11,7 +11,7 @@ export const RELEASE = Symbol("psyne.release");
 export const DISCARD = Symbol("psyne.discard");
 export const ALLOC_ASYNC = Symbol("psyne.allocAsync");
 
-/** Options of the waiting calls: see src/waiting.ts. */
+/** Options of the waiting calls: see src/core/waiting.ts. */
 export interface AllocOptions {
   timeout?: number;
   signal?: AbortSignal;

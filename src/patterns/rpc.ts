@@ -3,11 +3,11 @@
 // a reply reaches only the client that asked. A server releases a request only after its reply is
 // sent: a server killed mid-request leaves it to be delivered again (clients drop duplicates).
 import { randomBytes } from "node:crypto";
-import { type Channel, ChannelMode, createChannel, parseUri, removeChannel } from "./channel";
+import { type Channel, ChannelMode, createChannel, parseUri, removeChannel } from "../core/channel";
 import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, encodeValue, frameOutcome } from "./codec";
-import { debug } from "./debug";
-import { ChannelNotFoundError, PsyneError } from "./errors";
-import type { WaitOptions } from "./waiting";
+import { debug } from "../core/debug";
+import { ChannelNotFoundError, PsyneError } from "../core/errors";
+import type { WaitOptions } from "../core/waiting";
 
 const REQUEST = 0x31515250; // "PRQ1"
 const REPLY = 0x31505250; // "PRP1"

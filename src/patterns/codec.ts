@@ -1,6 +1,6 @@
 // Encodes the values request-response and the process pool carry: JSON values, strings and
 // typed arrays (which travel as their bytes and arrive as the same kind of typed array).
-import { PsyneError, RemoteError } from "./errors";
+import { PsyneError, RemoteError } from "../core/errors";
 
 const typedArrayKinds = [
   Uint8Array,

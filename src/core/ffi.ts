@@ -8,7 +8,7 @@ import { PsyneError } from "./errors";
 // executable made by `bun build --compile` these are the embedded copies. A static import: a
 // top-level await here would make every module that imports psyne evaluate asynchronously, and a
 // Worker importing psyne would then miss messages posted to it before its handler was set.
-import embedded from "./native-libs";
+import embedded from "../native-libs";
 
 const { ptr: P, i32, u32, f64, cstring } = FFIType;
 
@@ -59,7 +59,7 @@ const libFile = process.platform === "darwin" ? "libpsyne.dylib" : "libpsyne.so"
 
 /** Where the shared object is: PSYNE_LIB, else the build for this platform inside the package. */
 export const libraryPath: string =
-  process.env.PSYNE_LIB ?? embedded[platform] ?? fileURLToPath(new URL(`../prebuilds/${platform}/lib/${libFile}`, import.meta.url));
+  process.env.PSYNE_LIB ?? embedded[platform] ?? fileURLToPath(new URL(`../../prebuilds/${platform}/lib/${libFile}`, import.meta.url));
 
 function load() {
   const embeddedInExecutable = libraryPath.startsWith("/$bunfs/") || libraryPath.startsWith("B:/~BUN/");

@@ -2,7 +2,7 @@
 // It releases a task only after its result is sent, so if it dies mid-task the task runs again.
 // args: script tasksUri resultsUri
 import { pathToFileURL } from "node:url";
-import { createChannel } from "./channel";
+import { createChannel } from "../core/channel";
 import { decodeFrame, decodeValue, encodeFailure, encodeFrame, encodeValue } from "./codec";
 import { RESULT, RETIRE_KIND, TASK } from "./pool";
 

@@ -5,9 +5,9 @@
 import type { Subprocess } from "bun";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { type Channel, ChannelMode, createChannel, removeChannel } from "./channel";
+import { type Channel, ChannelMode, createChannel, removeChannel } from "../core/channel";
 import { encodeFrame, encodeValue } from "./codec";
-import { PsyneError } from "./errors";
+import { PsyneError } from "../core/errors";
 import { type Pending, settleFrames } from "./rpc";
 
 export const TASK = 0x314b5450; // "PTK1"

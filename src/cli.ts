@@ -46,8 +46,8 @@ function parse() {
 const kib = (n: number | undefined) => (n === undefined ? "-" : n >= 1 << 20 ? `${n / (1 << 20)} MiB` : `${Math.round(n / 1024)} KiB`);
 
 function table(rows: string[][]): string {
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()).join("\n");
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd()).join("\n");
 }
 
 function ls(json: boolean): void {
@@ -126,7 +126,7 @@ async function tail(name: string, json: boolean, count: number, timeoutMs: numbe
 
 async function main(): Promise<number> {
   const { values, positionals } = parse();
-  const [command, name, ...extra] = positionals;
+  const [command, name = "", ...extra] = positionals;
   if (values.help || !command) {
     console.log(USAGE);
     return command || values.help ? 0 : 2;

@@ -45,7 +45,7 @@ describe("a corrupted header", () => {
     removeChannel(name);
   });
 
-  const fields = ["OFF_VERSION", "OFF_LAYOUT_HASH", "OFF_MODE", "OFF_CAPACITY", "OFF_MAX_SLOTS", "OFF_RING_OFFSET", "OFF_INIT_STATE"];
+  const fields = ["OFF_VERSION", "OFF_LAYOUT_HASH", "OFF_MODE", "OFF_CAPACITY", "OFF_MAX_SLOTS", "OFF_RING_OFFSET", "OFF_INIT_STATE"] as const;
   for (const field of fields) {
     test(`a wrong ${field} is ChannelCorruptError with the value in the message`, async () => {
       const { name, file } = channelWithMessages(`f-${field}`);

@@ -1,7 +1,7 @@
 // The layout is defined once, in csrc/layout.h; TypeScript reads it from the C core. These
 // tests check the claims the layout makes (cache lines, alignment, fit) through that table.
 import { describe, expect, test } from "bun:test";
-import { layout, layoutHash, layoutTable } from "../src/core/layout.ts";
+import { layout, layoutHash, layoutNames, layoutTable } from "../src/core/layout.ts";
 
 describe("the shared-memory layout", () => {
   test("TypeScript sees every constant the C core renders, and no others", () => {
@@ -11,14 +11,15 @@ describe("the shared-memory layout", () => {
       .match(/X\((\w+)\)/g)!
       .map((x) => x.slice(2, -1));
     expect(Object.keys(layoutTable).sort()).toEqual([...new Set(listed)].sort());
+    expect(layoutNames.toSorted() as string[]).toEqual([...new Set(listed)].sort()); // the names TypeScript knows (LayoutName)
   });
 
   test("an unknown constant is an error, not undefined", () => {
-    expect(() => layout.NO_SUCH_OFFSET).toThrow(/does not define/);
+    expect(() => (layout as Record<string, number>).NO_SUCH_OFFSET).toThrow(/does not define/);
   });
 
   test("every cursor and event count has its own cache line", () => {
-    const lines = ["OFF_TAIL", "OFF_CLAIM_TAIL", "OFF_HEAD", "OFF_CLAIM_HEAD", "OFF_DATA_SEQ", "OFF_SPACE_SEQ"].map(
+    const lines = (["OFF_TAIL", "OFF_CLAIM_TAIL", "OFF_HEAD", "OFF_CLAIM_HEAD", "OFF_DATA_SEQ", "OFF_SPACE_SEQ"] as const).map(
       (name) => Math.floor(layout[name] / layout.CACHE_LINE),
     );
     expect(new Set(lines).size).toBe(lines.length);

@@ -54,14 +54,14 @@ const openModeIds: Record<OpenMode, number> = { "create-or-attach": 0, create: 1
 
 export interface ChannelOptions {
   /** Bytes of message storage, rounded up to a power of two (4096 to 1 GiB); default 4 MiB, or the existing channel's. */
-  bufferSize?: number;
+  bufferSize?: number | undefined;
   /** Default SPSC, or the existing channel's. */
-  mode?: ChannelMode;
+  mode?: ChannelMode | undefined;
   /** File mode of a new segment; default 0o600. */
-  permissions?: number;
-  open?: OpenMode;
+  permissions?: number | undefined;
+  open?: OpenMode | undefined;
   /** Take this role at once instead of at the first send or receive. */
-  role?: "producer" | "consumer";
+  role?: "producer" | "consumer" | undefined;
 }
 
 export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
@@ -73,7 +73,7 @@ export function parseUri(uri: unknown): { scheme: string; name: string } {
   if (typeof uri !== "string") throw new InvalidChannelNameError(`channel URI must be a string, got ${typeof uri}`);
   const match = /^([a-z]+):\/\/(.*)$/.exec(uri);
   if (!match) throw new InvalidChannelNameError(`invalid channel URI '${uri}': expected ipc://NAME or memory://NAME`);
-  const [, scheme, name] = match;
+  const [, scheme = "", name = ""] = match;
   if (scheme === "tcp" || scheme === "unix")
     throw new PsyneError("UNSUPPORTED", `${scheme}:// channels are a later milestone; use ipc:// or memory://`);
   if (scheme !== "ipc" && scheme !== "memory")
@@ -157,14 +157,14 @@ export class Channel implements MessageChannel {
       ptr(errorOut),
     );
     if (!handle) {
-      const error = fromNative(errorOut[0], lastError());
+      const error = fromNative(errorOut[0]!, lastError());
       debug(uri, `open failed: ${error.message}`);
       throw error;
     }
     this.#handle = handle as Handle;
     this.uri = uri;
     this.name = name;
-    this.mode = modeNames[lib.psy_mode(handle)];
+    this.mode = modeNames[lib.psy_mode(handle)]!;
     this.bufferSize = lib.psy_capacity(handle);
     this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
     this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
@@ -280,10 +280,10 @@ export class Channel implements MessageChannel {
       if (index === NativeCode.EMPTY) return null;
       throw fromNative(index, lastError());
     }
-    const typeId = this.#polled[2];
+    const typeId = this.#polled[2]!;
     const type = typeById(typeId) ?? ByteVector;
     const start = this.#payloadBase + index;
-    const copy = this.#buffer.slice(start, start + this.#polled[1]);
+    const copy = this.#buffer.slice(start, start + this.#polled[1]!);
     const meta: MessageMeta = { channel: null, type, typeId, state: MessageState.Detached, byteOffset: 0, byteLength: copy.byteLength };
     return { message: type.view(meta, copy), intact: lib.psy_peek_intact(handle) === 1 };
   }
@@ -361,8 +361,8 @@ export class Channel implements MessageChannel {
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
     if (claimed === NativeCode.FULL) return 0;
     if (claimed < 0) throw fromNative(claimed, lastError());
-    const first = this.#claimed[0];
-    const span = this.#claimed[3];
+    const first = this.#claimed[0]!;
+    const span = this.#claimed[3]!;
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
     try {
       for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
@@ -394,7 +394,7 @@ export class Channel implements MessageChannel {
           throw fromNative(index, lastError());
         }
         count++;
-        read(bytes, this.#payloadBase + index, polled[1], polled[2]);
+        read(bytes, this.#payloadBase + index, polled[1]!, polled[2]!);
       }
     } finally {
       lib.psy_release(handle);
@@ -454,8 +454,8 @@ export class Channel implements MessageChannel {
       throw fromNative(index, lastError());
     }
     const polled = this.#polled;
-    const length = polled[1];
-    const typeId = polled[2];
+    const length = polled[1]!;
+    const typeId = polled[2]!;
     let viewType: MessageType | undefined = type;
     if (type && type.typeId !== typeId) {
       if (!accepts(type, typeId)) {

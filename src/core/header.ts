@@ -49,7 +49,7 @@ export function readHeader(view: DataView, alive: (slot: number) => boolean, sel
   for (let slot = 0; slot < layout.MAX_SLOTS; slot++) {
     const base = layout.OFF_SLOTS + slot * layout.SLOT_SIZE;
     if (u32(base + layout.SLOT_STATE) !== layout.SLOT_ACTIVE) continue;
-    offsets.forEach((offset, i) => (totals[i] += u64(base + offset)));
+    offsets.forEach((offset, i) => (totals[i]! += u64(base + offset)));
     const roleBits = u32(base + layout.SLOT_ROLES);
     const roles: ProcessInfo["roles"] = [];
     if (roleBits & layout.ROLE_PRODUCER) roles.push("producer");
@@ -75,11 +75,11 @@ export function readHeader(view: DataView, alive: (slot: number) => boolean, sel
     mode: modeNames[u32(layout.OFF_MODE)] ?? "unknown",
     capacity,
     bytesInUse: Math.min(capacity, (cursors.tail - cursors.head) >>> 0),
-    messagesSent: totals[0],
-    bytesSent: totals[1],
-    messagesReceived: totals[2],
-    bytesReceived: totals[3],
-    fullEvents: totals[4],
+    messagesSent: totals[0]!,
+    bytesSent: totals[1]!,
+    messagesReceived: totals[2]!,
+    bytesReceived: totals[3]!,
+    fullEvents: totals[4]!,
     createdAt: new Date(u64(layout.OFF_CREATED_MS)),
     cursors,
     processes,

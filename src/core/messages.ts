@@ -13,8 +13,8 @@ export const ALLOC_ASYNC = Symbol("psyne.allocAsync");
 
 /** Options of the waiting calls: see src/core/waiting.ts. */
 export interface AllocOptions {
-  timeout?: number;
-  signal?: AbortSignal;
+  timeout?: number | undefined;
+  signal?: AbortSignal | undefined;
 }
 
 export interface MessageChannel {
@@ -396,7 +396,7 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
     set(this: StructInstance & Message, value: ArrayLike<number>) {
       if (value.length > count)
         throw new PsyneError("INVALID_ARGUMENT", `field ${field} holds ${count} elements, got ${value.length}`);
-      (this as unknown as Record<string, InstanceType<typeof Ctor>>)[field].set(value as never);
+      (this as unknown as Record<string, InstanceType<typeof Ctor>>)[field]!.set(value as never);
     },
     enumerable: true,
   };

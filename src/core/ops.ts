@@ -67,7 +67,7 @@ export function listChannels(): ChannelInfo[] {
  * Race-free: a process attaching at that instant either keeps the channel or starts a fresh
  * one. Returns the names removed.
  */
-export function removeStaleChannels(options: { prefix?: string } = {}): string[] {
+export function removeStaleChannels(options: { prefix?: string | undefined } = {}): string[] {
   const removed: string[] = [];
   for (const info of listChannels()) {
     if (info.state === "live" || !info.name.startsWith(options.prefix ?? "")) continue;

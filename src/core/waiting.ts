@@ -11,9 +11,9 @@ export type WaitKind = (typeof WaitKind)[keyof typeof WaitKind];
 
 export interface WaitOptions {
   /** Milliseconds to wait; no limit when omitted. */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Aborting rejects the wait with the signal's reason (an AbortError by default). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 interface Parked {
@@ -133,7 +133,7 @@ export class Parking {
       if (rc < 0) throw fromNative(rc, lastError());
       this.#started[kind] = true;
     }
-    const rc = lib.psy_waiter_arm(this.#handle, kind, queue[0].length);
+    const rc = lib.psy_waiter_arm(this.#handle, kind, queue[0]!.length);
     if (rc < 0) throw fromNative(rc, lastError());
     if (rc === 1) queueMicrotask(() => this.#wake(kind)); // already there: no need to sleep
     this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);

@@ -6,7 +6,7 @@ import { createChannel } from "../core/channel";
 import { decodeFrame, decodeValue, encodeFailure, encodeFrame, encodeValue } from "./codec";
 import { RESULT, RETIRE_KIND, TASK } from "./pool";
 
-const [script, tasksUri, resultsUri] = process.argv.slice(2);
+const [script, tasksUri, resultsUri] = process.argv.slice(2) as [string, string, string];
 const run = (await import(pathToFileURL(script).href)).default as (task: unknown) => unknown;
 if (typeof run !== "function") {
   console.error(`psyne pool: ${script} has no default export function`);

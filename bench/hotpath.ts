@@ -51,7 +51,7 @@ const touch = (bytes: Uint8Array, offset: number, _i: number) => {
 };
 const writeOne = (bytes: Uint8Array, offset: number, i: number) => pattern.write(bytes, offset, base + i);
 const readOne = (bytes: Uint8Array, offset: number) => {
-  sum += bytes[offset];
+  sum += bytes[offset]!;
 };
 const checkOne = (bytes: Uint8Array, offset: number) => {
   if (!pattern.check(bytes, offset, base++)) throw new Error("bad message");

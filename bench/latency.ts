@@ -59,8 +59,8 @@ const psyne = (how: "poll" | "recv" | "sync", name: string, spinFirst = false): 
   run(cpus) {
     const channel = `${runId}-${++runNumber}`;
     const cmd = (side: string) => ["env", `PSYNE_SPIN_US=${spinFirst ? 20 : 0}`, bun, peerPath("lat-psyne.ts"), side, channel, how, ...counts];
-    const partner = onCpu(cpus[1], cmd("pong"));
-    return { reporter: onCpu(cpus[0], cmd("ping")), partners: [partner] };
+    const partner = onCpu(cpus[1]!, cmd("pong"));
+    return { reporter: onCpu(cpus[0]!, cmd("ping")), partners: [partner] };
   },
 });
 
@@ -71,7 +71,7 @@ const psyneRecvDefault = psyne("recv", "psyne, await recv() (default: 20 us spin
 const bunIpc: Row = {
   name: "Bun IPC (json)",
   parked: true,
-  run: (cpus) => ({ reporter: onCpu(cpus[0], [bun, peerPath("lat-ipc.ts"), ...counts, cpus[1]]), partners: [] }),
+  run: (cpus) => ({ reporter: onCpu(cpus[0]!, [bun, peerPath("lat-ipc.ts"), ...counts, cpus[1]!]), partners: [] }),
 };
 const rows: Row[] = [
   cFutex,
@@ -86,9 +86,9 @@ const rows: Row[] = [
     parked: true,
     async run(cpus) {
       const path = join(workDir, `${++runNumber}.sock`);
-      const partner = onCpu(cpus[1], [bun, peerPath("lat-unix.ts"), "echo", path, String(TIMEOUT_MS)]);
+      const partner = onCpu(cpus[1]!, [bun, peerPath("lat-unix.ts"), "echo", path, String(TIMEOUT_MS)]);
       await partner.waitFor("ready");
-      return { reporter: onCpu(cpus[0], [bun, peerPath("lat-unix.ts"), "ping", path, ...counts]), partners: [partner] };
+      return { reporter: onCpu(cpus[0]!, [bun, peerPath("lat-unix.ts"), "ping", path, ...counts]), partners: [partner] };
     },
   },
 ];
@@ -109,7 +109,7 @@ async function measure(row: Row, cpus: string[]): Promise<LatencyReport> {
     }),
   );
   if (failed) throw new Error(failed);
-  const report = lastJson<LatencyReport>(row.name, results[0]);
+  const report = lastJson<LatencyReport>(row.name, results[0]!);
   if (report.errors || report.rounds !== ROUNDS) throw new Error(`${row.name}: ${report.rounds}/${ROUNDS} rounds, ${report.errors} bad: ${report.firstError}`);
   const left = sweepSegments(removeChannel);
   console.log(`  cpus ${cpus.join(",")}  ${row.name.padEnd(28)} p50 ${fmt(report.p50 / 1000, 2).padStart(7)} us${left ? `  (warning: ${left} segment(s) left)` : ""}`);
@@ -192,7 +192,7 @@ console.log(idleLine("psyne receiver parked in await recv()", idle!.psyne));
 console.log(idleLine("baseline: Bun process in await Bun.sleep()", idle!.baseline));
 
 const verdict = (ok: boolean) => (ok ? "met" : "NOT met");
-const [poll, parked, ipc, shipped] = [psynePoll, psyneRecv, bunIpc, psyneRecvDefault].map((row) => median(apart.get(row))!.p50);
+const [poll, parked, ipc, shipped] = [psynePoll, psyneRecv, bunIpc, psyneRecvDefault].map((row) => median(apart.get(row))!.p50) as [number, number, number, number];
 console.log("\ntargets (two cores):");
 console.log(`  busy-poll p50 < 0.5 us: ${us(poll, 3)} us, ${verdict(poll < 500)}`);
 console.log(`  parked (await recv) p50 within 1.5x of C futex: ${fmt(parked / floor, 2)}x, ${verdict(parked <= 1.5 * floor)}`);

@@ -78,14 +78,14 @@ function mergeBitmaps(reports: ConsumerReport[], producers: number, perProducer:
   for (let p = 0; p < producers; p++) {
     const all = new Uint8Array(Math.ceil(perProducer / 8));
     for (const r of reports) {
-      const bits = Buffer.from(r.bitmaps![p], "base64");
+      const bits = Buffer.from(r.bitmaps![p]!, "base64");
       for (let i = 0; i < all.length; i++) {
-        if (all[i] & bits[i]) return `producer ${p}: a message near seq ${i * 8} was received by two consumers`;
-        all[i] |= bits[i];
+        if (all[i]! & bits[i]!) return `producer ${p}: a message near seq ${i * 8} was received by two consumers`;
+        all[i]! |= bits[i]!;
       }
     }
     for (let seq = 0; seq < perProducer; seq++)
-      if (!(all[seq >>> 3] & (1 << (seq & 7)))) return `producer ${p}: seq ${seq} was never received`;
+      if (!(all[seq >>> 3]! & (1 << (seq & 7)))) return `producer ${p}: seq ${seq} was never received`;
   }
 }
 
@@ -182,7 +182,7 @@ try {
 }
 const finalLine = await cleanUp(workDir, removeChannel);
 
-const median = (c: Config) => [...results.get(c)!].sort((a, b) => a.rate - b.rate)[REPEATS >> 1];
+const median = (c: Config) => [...results.get(c)!].sort((a, b) => a.rate - b.rate)[REPEATS >> 1]!;
 const byLabel = (label: string) => configs.find((c) => c.label === label);
 const spscRate = median(spsc).rate;
 const mark = (c: Config) => `${c.label}${oversubscribed(c) ? " *" : ""}`;

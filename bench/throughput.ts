@@ -105,7 +105,7 @@ const socket = (kind: "unix" | "tcp", rate: Record<number, number>): Contestant 
     const rest = [String(size), String(count), String(TIMEOUT_MS)];
     const consumer = spawnPeer([bun, peerPath("socket-consumer.ts"), kind === "unix" ? `unix:${join(workDir, `${++runNumber}.sock`)}` : "tcp", ...rest], TIMEOUT_MS);
     await consumer.waitFor("\n"); // "listening ADDRESS"
-    const address = /^listening (\S+)$/m.exec(consumer.stdout())![1];
+    const address = /^listening (\S+)$/m.exec(consumer.stdout())![1]!;
     return [consumer, spawnPeer([bun, peerPath("socket-producer.ts"), address, ...rest], TIMEOUT_MS)];
   },
 });
@@ -155,7 +155,7 @@ const notRun = new Map<Contestant, string>();
 const fullRun = !only && !process.env.BENCH_SIZES && SCALE >= 1;
 
 const sizeLabel = (size: number) => (size >= 1 << 20 ? `${size >> 20} MiB` : size >= 1024 ? `${size >> 10} KiB` : `${size} B`);
-const countFor = (c: Contestant, size: number) => Math.max(size >= 65536 ? 64 : 1000, Math.round(c.rate[size] * RUN_SECONDS * SCALE));
+const countFor = (c: Contestant, size: number) => Math.max(size >= 65536 ? 64 : 1000, Math.round(c.rate[size]! * RUN_SECONDS * SCALE));
 
 /** Waits for every peer of a run; the first to fail takes the others down at once. */
 async function settle(what: string, peers: Peer[]): Promise<{ code: number; out: string }[]> {
@@ -193,7 +193,7 @@ async function runOnce(c: Contestant, size: number): Promise<Result> {
   const count = countFor(c, size);
   const what = `${c.name} ${sizeLabel(size)}`;
   const results = await settle(what, await c.start(size, count));
-  const report = lastJson<Report>(what, results[0]);
+  const report = lastJson<Report>(what, results[0]!);
   if (report.messages !== count || report.errors !== 0)
     throw new Error(`${what}: received ${report.messages}/${count}, ${report.errors} bad: ${report.firstError}`);
   if (c.psyne) {
@@ -214,9 +214,9 @@ interface Memory {
 async function memoryRun(): Promise<Memory> {
   const what = `memory run (psyne batch, 64 B, ${fmt(MEMORY_MESSAGES)} messages)`;
   const results = await settle(what, psynePair("batch", 64, MEMORY_MESSAGES, MEMORY_WARMUP));
-  const report = lastJson<Report & { rss: number[] }>(what, results[0]);
+  const report = lastJson<Report & { rss: number[] }>(what, results[0]!);
   if (report.messages !== MEMORY_MESSAGES || report.errors !== 0) throw new Error(`${what}: received ${report.messages}, ${report.errors} bad: ${report.firstError}`);
-  const producer = lastJson<{ rss: number[] }>(`${what} producer`, results[1]);
+  const producer = lastJson<{ rss: number[] }>(`${what} producer`, results[1]!);
   const left = sweepSegments(removeChannel);
   if (left) warnings.push(`${what}: ${left} segment(s) left in /dev/shm (removed)`);
   return { consumer: report.rss, producer: producer.rss, msgPerSec: MEMORY_MESSAGES / (report.elapsedMs / 1000) };
@@ -297,7 +297,7 @@ if (memory) {
     ...(["consumer", "producer"] as const).map((side) => {
       const rss = memory![side];
       const g = growth(rss);
-      return [side, mib(rss[0]), rss.length > 2 ? mib(rss[1]) : "-", mib(rss.at(-1)!), `${g >= 0 ? "+" : ""}${mib(g)}`, g > GROWTH_LIMIT ? "GROWTH" : "no growth"];
+      return [side, mib(rss[0]!), rss.length > 2 ? mib(rss[1]!) : "-", mib(rss.at(-1)!), `${g >= 0 ? "+" : ""}${mib(g)}`, g > GROWTH_LIMIT ? "GROWTH" : "no growth"];
     }),
   ]);
   console.log("(RSS includes the ring pages this process touched, so start to warm-up grows by up to the ring's 4 MiB plus JIT and heap warm-up)");

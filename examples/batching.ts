@@ -21,7 +21,7 @@ const valueOf = (i: number) => Math.fround(Math.sin(i));
 const [role, uriArg] = process.argv.slice(2);
 
 if (role === "producer") {
-  const channel = createChannel(uriArg, { open: "attach", role: "producer" });
+  const channel = createChannel(uriArg!, { open: "attach", role: "producer" });
   // 1. one message per record
   for (let i = 0; i < RECORDS; i++) {
     const point = channel.tryAlloc(DataPoint) ?? (await DataPoint.allocAsync(channel, { timeout: 10_000 }));

@@ -47,7 +47,7 @@ const COUNT = 5;
 const [role, uriArg] = process.argv.slice(2);
 
 if (role === "sender") {
-  const channel = new DebugChannel(uriArg, 64 * 1024);
+  const channel = new DebugChannel(uriArg!, 64 * 1024);
   for (let i = 0; i < COUNT; i++) {
     const data = new FloatVector(channel.channel, 100);
     data.fill(i);

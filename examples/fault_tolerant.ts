@@ -76,7 +76,7 @@ if (role === "service") {
       wrong++;
       continue;
     }
-    if (times[result.seq]++ === 0) {
+    if (times[result.seq]!++ === 0) {
       distinct++;
       if (result.seq < highest) late.push(result.seq); // its first taker died before finishing it
     }
@@ -101,13 +101,13 @@ if (role === "service") {
   const code = await service.exited;
   await Promise.all(services.map((s) => s.exited));
   // results that came after the last new one: duplicates of jobs a killed service had reported
-  done.drain((r) => times[r.seq]++, Infinity, Done);
+  done.drain((r) => times[r.seq]!++, Infinity, Done);
   jobs.close();
   done.close();
   const left = readdirSync("/dev/shm").filter((f) => f.startsWith(`psyne.${base.slice(6)}-`));
   if (left.length) console.log(`left in /dev/shm: ${left.join(", ")}`);
 
-  const duplicates = [...times.keys()].filter((seq) => times[seq] > 1);
+  const duplicates = [...times.keys()].filter((seq) => times[seq]! > 1);
   console.log(
     `delivered again and finished by a restarted service: ${late.length}${late.length ? ` (jobs ${late.join(", ")})` : ""}`,
   );

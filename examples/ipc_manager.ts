@@ -58,7 +58,7 @@ class IPCManager {
 
 if (role === "consumer") {
   // the peer: creates a deliberately small channel (4 KiB) and reads it slowly
-  const channel = createChannel(uriArg, { bufferSize: 4096, mode: ChannelMode.SPSC, open: "create", role: "consumer" });
+  const channel = createChannel(uriArg!, { bufferSize: 4096, mode: ChannelMode.SPSC, open: "create", role: "consumer" });
   console.log(`[consumer ${process.pid}] created ${uriArg} (4 KiB) and is reading slowly`);
   let received = 0;
   let inOrder = true;

@@ -8,7 +8,7 @@ const [role, id, uriArg] = process.argv.slice(2);
 const PER_WRITER = 200;
 
 if (role === "writer") {
-  const logChannel = createChannel(uriArg, 8 * 1024 * 1024, ChannelMode.MPSC);
+  const logChannel = createChannel(uriArg!, 8 * 1024 * 1024, ChannelMode.MPSC);
   for (let i = 0; i < PER_WRITER; i++) {
     const message = new TextEncoder().encode(`[writer ${id}] ${new Date().toISOString()} event ${i}`);
     const logEntry = new ByteVector(logChannel, message.length); // space in the channel...
@@ -22,7 +22,7 @@ if (role === "writer") {
   const writers = [1, 2, 3].map((n) =>
     Bun.spawn([process.execPath, import.meta.path, "writer", String(n), uri], { stdout: "inherit", stderr: "inherit", timeout: 30_000 }),
   );
-  const next = new Map<string, number>(); // per writer: the event number expected next
+  const next = new Map<string | undefined, number>(); // per writer: the event number expected next
   let received = 0;
   let outOfOrder = 0;
   while (received < 3 * PER_WRITER) {

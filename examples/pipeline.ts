@@ -12,7 +12,7 @@ const BATCHES = 500;
 const BATCH = 64;
 const LINK = { bufferSize: 64 * 1024, mode: ChannelMode.SPSC }; // small: back-pressure, not buffering
 const [stage, base] = process.argv.slice(2);
-const links = (b: string) => [`${b}-numbers`, `${b}-squares`, `${b}-result`];
+const links = (b: string) => [`${b}-numbers`, `${b}-squares`, `${b}-result`] as const;
 
 async function generate(out: string) {
   const output = createChannel(out, { ...LINK, role: "producer" });
@@ -35,7 +35,7 @@ async function square(from: string, to: string) {
     if (!m) throw new Error("square: no input for 10 s");
     if (!(m instanceof DoubleVector)) break; // "end"
     const out = await DoubleVector.allocAsync(output, m.length, { timeout: 10_000 }); // written in place, read in place
-    for (let k = 0; k < m.length; k++) out[k] = m[k] * m[k];
+    for (let k = 0; k < m.length; k++) out[k] = m[k]! * m[k]!;
     output.send(out);
     batches++;
   }
@@ -63,9 +63,9 @@ async function sum(from: string, to: string) {
   console.log(`[sum ${process.pid}] added up ${count} numbers`);
 }
 
-if (stage === "generate") await generate(links(base)[0]);
-else if (stage === "square") await square(links(base)[0], links(base)[1]);
-else if (stage === "sum") await sum(links(base)[1], links(base)[2]);
+if (stage === "generate") await generate(links(base!)[0]);
+else if (stage === "square") await square(links(base!)[0], links(base!)[1]);
+else if (stage === "sum") await sum(links(base!)[1], links(base!)[2]);
 else {
   const base = `ipc://pipeline-${process.pid}`;
   const result = createChannel(links(base)[2], { ...LINK, role: "consumer" });

@@ -16,7 +16,7 @@ try {
   const tasks = Array.from({ length: TASKS }, (_, id) => ({ id, below: 2_000 + 100 * id }));
   const results = (await Promise.all(tasks.map((task) => pool.submit(task)))) as Result[];
 
-  const correct = results.filter((r, i) => r.id === i && r.primes === countPrimes(tasks[i].below)).length;
+  const correct = results.filter((r, i) => r.id === i && r.primes === countPrimes(tasks[i]!.below)).length;
   const perWorker = new Map<number, number>();
   for (const r of results) perWorker.set(r.worker, (perWorker.get(r.worker) ?? 0) + 1);
   console.log(`per worker: ${[...perWorker].map(([pid, n]) => `pid ${pid}: ${n} tasks`).join(", ")}`);

@@ -9,7 +9,7 @@ const QUOTES = 500;
 const [role, id, uri] = process.argv.slice(2);
 
 if (role === "subscriber") {
-  const feed = createChannel(uri, { mode: ChannelMode.BROADCAST, role: "consumer" }); // subscribed from now on
+  const feed = createChannel(uri!, { mode: ChannelMode.BROADCAST, role: "consumer" }); // subscribed from now on
   console.log(`subscriber ${id} ready`);
   let expected = 0;
   let inOrder = true;
@@ -40,7 +40,7 @@ if (role === "subscriber") {
   }
   const codes = await Promise.all(
     subscribers.map(async (s, i) => {
-      for (let chunk = await outputs[i].read(); !chunk.done; chunk = await outputs[i].read())
+      for (let chunk = await outputs[i]!.read(); !chunk.done; chunk = await outputs[i]!.read())
         process.stdout.write(new TextDecoder().decode(chunk.value));
       return s.exited;
     }),

@@ -21,7 +21,7 @@ type Request = { client: number; request_id: number; op: "double" | "slow" | "fa
 if (role === "server") {
   let handled = 0;
   const clients = new Set<number>();
-  const server = serve(uriArg, async (request) => {
+  const server = serve(uriArg!, async (request) => {
     const { client, request_id, op, value } = request as Request;
     handled++;
     clients.add(client);
@@ -37,7 +37,7 @@ if (role === "server") {
   });
 } else if (role === "client") {
   const me = Number(id);
-  const client = connect(uriArg);
+  const client = connect(uriArg!);
   const ask = (request_id: number) =>
     client.request({ client: me, request_id, op: "double", value: me * 1000 + request_id }, { timeout: 10_000 }) as Promise<{
       client: number;

@@ -149,7 +149,7 @@ describe("sending and receiving", () => {
     expect(ch.receive()!.text()).toBe("hello");
     expect(ch.sendBatch(3, 40, (b, o, i) => (b[o] = i))).toBe(3);
     const got: number[] = [];
-    expect(ch.drainBytes((b, o, length) => got.push(b[o], length))).toBe(3);
+    expect(ch.drainBytes((b, o, length) => got.push(b[o]!, length))).toBe(3);
     expect(got).toEqual([0, 40, 1, 40, 2, 40]);
     expect(ch.stats().bytesInUse).toBe(0);
   });

@@ -39,7 +39,7 @@ function deliveries(peer: Peer): { got: Delivery[]; broken: number } {
   for (const line of readLines(peer.log)) {
     if (line === "broken") broken++;
     else {
-      const [producer, seq, time] = line.split(" ").map(Number);
+      const [producer, seq, time] = line.split(" ").map(Number) as [number, number, number];
       got.push({ producer, seq, time });
     }
   }
@@ -75,7 +75,7 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
 
   for (let k = 0; k < kills; k++) {
     await Bun.sleep(15 + random() * 60); // a random moment of the stream
-    const victim = live[Math.floor(random() * live.length)];
+    const victim = live[Math.floor(random() * live.length)]!;
     victim.killedAt = performance.timeOrigin + performance.now();
     victim.proc.kill("SIGKILL");
     await victim.proc.exited;
@@ -93,7 +93,7 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
   for (const p of producers) expect((await finish(p.proc)).code).toBe(0);
   const consumers = live.filter((p) => p.role === "consumer");
   const sent = new Map(all.filter((p) => p.role === "producer").map((p) => [p.instance, sentCount(p)]));
-  const lastProducer = producers[producers.length - 1];
+  const lastProducer = producers[producers.length - 1]!;
   const drained = () => {
     if (mode === ChannelMode.BROADCAST) {
       const want = sent.get(lastProducer.instance)! - 1;
@@ -122,7 +122,7 @@ function verify(mode: ChannelMode, all: Peer[], sent: Map<number, number>): stri
   const mayRepeat = new Map<string, number>();
   for (const r of runs)
     if (r.peer.killed && r.got.length) {
-      const last = r.got[r.got.length - 1];
+      const last = r.got[r.got.length - 1]!;
       const key = `${last.producer}:${last.seq}`;
       mayRepeat.set(key, (mayRepeat.get(key) ?? 0) + 1);
     }
@@ -133,8 +133,8 @@ function verify(mode: ChannelMode, all: Peer[], sent: Map<number, number>): stri
       const byProducer = new Map<number, number[]>();
       for (const d of r.got) byProducer.set(d.producer, [...(byProducer.get(d.producer) ?? []), d.seq]);
       for (const [inst, seqs] of byProducer) {
-        seqs.forEach((s, i) => expect(s).toBe(seqs[0] + i)); // in order, no gap, no duplicate
-        expect(inFlightOk(inst, seqs[seqs.length - 1])).toBe(true);
+        seqs.forEach((s, i) => expect(s).toBe(seqs[0]! + i)); // in order, no gap, no duplicate
+        expect(inFlightOk(inst, seqs[seqs.length - 1]!)).toBe(true);
       }
     }
     // subscribers that were never killed and existed from the start saw every message
@@ -149,7 +149,7 @@ function verify(mode: ChannelMode, all: Peer[], sent: Map<number, number>): stri
     for (const r of runs) for (const d of r.got) counts.set(`${d.producer}:${d.seq}`, (counts.get(`${d.producer}:${d.seq}`) ?? 0) + 1);
     for (const [inst, n] of sent) for (let s = 0; s < n; s++) expect(counts.has(`${inst}:${s}`)).toBe(true); // nothing lost
     for (const [key, count] of counts) {
-      const [inst, seq] = key.split(":").map(Number);
+      const [inst, seq] = key.split(":").map(Number) as [number, number];
       expect(inFlightOk(inst, seq)).toBe(true); // nothing invented
       if (count > 1) expect(count - 1).toBeLessThanOrEqual(mayRepeat.get(key) ?? 0); // duplicates only of held messages
     }
@@ -222,7 +222,7 @@ describe("restart without loss", () => {
     for (let i = 100; i < 1100; i++) send(i); // while nobody consumes
     const channel = createChannel(uri, { open: "attach", role: "consumer" });
     const got: number[] = [];
-    for (let m = channel.receive(Int32Vector); m; m = channel.receive(Int32Vector)) got.push(m[0]);
+    for (let m = channel.receive(Int32Vector); m; m = channel.receive(Int32Vector)) got.push(m[0]!);
     expect(got).toEqual(Array.from({ length: 1000 }, (_, i) => 100 + i));
     channel.close();
     producer.close();

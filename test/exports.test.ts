@@ -40,7 +40,7 @@ test("the module exports exactly the implemented SPEC.md names", () => {
 
 test("every error class is a PsyneError with a code", () => {
   for (const name of implemented.filter((n) => n.endsWith("Error"))) {
-    const ErrorClass = (psyne as unknown as Record<string, new (...a: unknown[]) => psyne.PsyneError>)[name];
+    const ErrorClass = (psyne as unknown as Record<string, new (...a: unknown[]) => psyne.PsyneError>)[name]!;
     const err = new ErrorClass(name === "PsyneError" ? "X" : "m", "m", 0, 0, 0);
     expect(err).toBeInstanceOf(psyne.PsyneError);
     expect(err).toBeInstanceOf(Error);

@@ -92,13 +92,13 @@ describe("BROADCAST: pub-sub", () => {
     observer.close();
     const late = consumer(uri, "BROADCAST", size, { untilSeq: last });
     const published = report<{ fullEvents: number }>(await finish(pub));
-    const [e1, e2, s, l] = (await Promise.all([...early, slow, late].map(finish))).map((r) => report<ConsumerReport>(r));
+    const [e1, e2, s, l] = (await Promise.all([...early, slow, late].map(finish))).map((r) => report<ConsumerReport>(r)) as [ConsumerReport, ConsumerReport, ConsumerReport, ConsumerReport];
     for (const r of [e1, e2, s]) {
       expect(r.broken).toBe(0);
       expect(r.seqs[0]).toEqual(range(N));
     }
     expect(l.broken).toBe(0);
-    const first = l.seqs[0][0];
+    const first = l.seqs[0]![0]!;
     expect(first).toBeGreaterThan(0);
     expect(l.seqs[0]).toEqual(range(N, first));
     expect(published.fullEvents).toBeGreaterThan(0); // the slow subscriber held the producer back

@@ -92,8 +92,8 @@ describe("for await and drain", () => {
     const ch = createChannel(uri("drain"), 65536);
     for (let i = 0; i < 10; i++) sendInt(ch, i);
     const seen: number[] = [];
-    expect(ch.drain((m: Int32Vector) => seen.push(m[0]), 4, Int32Vector)).toBe(4);
-    expect(ch.drain((m: Int32Vector) => seen.push(m[0]))).toBe(6);
+    expect(ch.drain((m: Int32Vector) => seen.push(m[0]!), 4, Int32Vector)).toBe(4);
+    expect(ch.drain((m: Int32Vector) => seen.push(m[0]!))).toBe(6);
     expect(seen).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(ch.stats().bytesInUse).toBe(0);
     ch.close();
@@ -165,7 +165,7 @@ describe("waiting for room", () => {
     while (values.length < 40) {
       const m = await ch.recv(undefined, { timeout: 10_000 });
       if (!m) throw new Error(`stuck after ${values.length} messages`);
-      values.push(m.type === "FloatVector" ? (m as FloatVector)[0] : new Float32Array(m.bytes().slice().buffer)[0]);
+      values.push(m.type === "FloatVector" ? (m as FloatVector)[0]! : new Float32Array(m.bytes().slice().buffer)[0]!);
     }
     expect(values).toEqual(Array.from({ length: 40 }, (_, i) => i));
     const result = report<{ sent: number; fullEvents: number }>(await finish(child));

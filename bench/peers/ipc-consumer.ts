@@ -5,7 +5,7 @@
 import { Pattern, type Report } from "./pattern.ts";
 
 const serialization = process.argv[2] as "json" | "advanced";
-const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
+const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number) as [number, number, number];
 const pattern = new Pattern(size);
 const window = Math.max(64, Math.floor((4 << 20) / size)); // messages in flight
 const ackEvery = window >> 2;

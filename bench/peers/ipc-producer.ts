@@ -4,7 +4,7 @@
 import { Pattern } from "./pattern.ts";
 
 const serialization = process.argv[2];
-const [size, count, window] = process.argv.slice(3, 6).map(Number);
+const [size, count, window] = process.argv.slice(3, 6).map(Number) as [number, number, number];
 const pattern = new Pattern(size);
 const bytes = new Uint8Array(size); // reused: send() serializes (copies) it at once
 

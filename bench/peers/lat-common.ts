@@ -4,7 +4,7 @@
 export interface LatencyReport {
   rounds: number;
   errors: number;
-  firstError?: string;
+  firstError?: string | undefined;
   /** one-way latency in ns */
   p50: number;
   p99: number;

@@ -8,7 +8,7 @@ if (process.argv[2] === "echo") {
   process.on("message", (m) => process.send!(m));
   process.on("disconnect", () => process.exit(0));
 } else {
-  const [rounds, warmup, timeoutMs] = process.argv.slice(2, 5).map(Number);
+  const [rounds, warmup, timeoutMs] = process.argv.slice(2, 5).map(Number) as [number, number, number];
   const childCpu = process.argv[5];
   const total = rounds + warmup;
   giveUpAfter(timeoutMs, "bun-ipc ping");

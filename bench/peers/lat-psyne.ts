@@ -12,7 +12,7 @@ import { ChannelMode, createChannel, Int32Vector } from "../../src/index.ts";
 import { giveUpAfter, Samples } from "./lat-common.ts";
 import { deadline } from "./pattern.ts";
 
-const [role, name] = process.argv.slice(2, 4);
+const [role, name] = process.argv.slice(2, 4) as [string, string];
 const open = (suffix: string, as: "producer" | "consumer") =>
   createChannel(`ipc://${name}-${suffix}`, { bufferSize: 65536, mode: ChannelMode.SPSC, role: as });
 
@@ -36,7 +36,7 @@ if (role === "idle" || role === "sleep") {
 }
 
 const how = process.argv[4] as "poll" | "recv" | "sync";
-const [rounds, warmup, timeoutMs] = process.argv.slice(5, 8).map(Number);
+const [rounds, warmup, timeoutMs] = process.argv.slice(5, 8).map(Number) as [number, number, number];
 const total = rounds + warmup;
 const pinger = role === "ping";
 const out = pinger ? open("ping", "producer") : open("pong", "producer");

@@ -4,7 +4,7 @@
 // Usage: bun lat-unix.ts echo PATH TIMEOUT_MS | bun lat-unix.ts ping PATH ROUNDS WARMUP TIMEOUT_MS
 import { giveUpAfter, Samples } from "./lat-common.ts";
 
-const [role, path] = process.argv.slice(2, 4);
+const [role, path] = process.argv.slice(2, 4) as [string, string];
 
 if (role === "echo") {
   giveUpAfter(Number(process.argv[4]), "unix echo");
@@ -17,7 +17,7 @@ if (role === "echo") {
   });
   console.log("ready");
 } else {
-  const [rounds, warmup, timeoutMs] = process.argv.slice(4, 7).map(Number);
+  const [rounds, warmup, timeoutMs] = process.argv.slice(4, 7).map(Number) as [number, number, number];
   const total = rounds + warmup;
   giveUpAfter(timeoutMs, "unix ping");
   const samples = new Samples(rounds, warmup);
@@ -35,7 +35,7 @@ if (role === "echo") {
         reply.set(chunk.subarray(0, 4 - have), have);
         have += chunk.length;
         if (have < 4) return;
-        const got = reply[0] | (reply[1] << 8) | (reply[2] << 16) | (reply[3] << 24);
+        const got = reply[0]! | (reply[1]! << 8) | (reply[2]! << 16) | (reply[3]! << 24);
         if (have !== 4 || got !== seq) {
           samples.fail(`round ${seq}: expected ${seq}, got ${got} (${have} bytes)`);
           return done.resolve();

@@ -10,8 +10,8 @@ import { ByteVector, type ChannelMode, createChannel } from "../../src/index.ts"
 import { deadline } from "./pattern.ts";
 import { producerOf, SPINS, seqOf, wallMs } from "./stamp.ts";
 
-const [uri, mode] = process.argv.slice(2, 4);
-const [bufferSize, producers, perProducer] = process.argv.slice(4, 7).map(Number);
+const [uri, mode] = process.argv.slice(2, 4) as [string, string];
+const [bufferSize, producers, perProducer] = process.argv.slice(4, 7).map(Number) as [number, number, number];
 const ordered = process.argv[7] === "ordered";
 const timeoutMs = Number(process.argv[8]);
 const expired = deadline(timeoutMs, `consumer ${process.pid}`);
@@ -56,9 +56,9 @@ for (let spins = 0; ordered ? received < expected : !(stdinClosed && spins > 0);
     if (seq !== next[producer]) fail(`producer ${producer}: seq ${seq}, expected ${next[producer]}`);
     next[producer] = seq + 1;
   } else {
-    const bits = seen[producer];
-    if (bits[seq >>> 3] & (1 << (seq & 7))) duplicates++;
-    bits[seq >>> 3] |= 1 << (seq & 7);
+    const bits = seen[producer]!;
+    if (bits[seq >>> 3]! & (1 << (seq & 7))) duplicates++;
+    bits[seq >>> 3]! |= 1 << (seq & 7);
   }
 }
 if (ordered) lastMs = wallMs();

@@ -6,8 +6,8 @@ import { ByteVector, type ChannelMode, createChannel } from "../../src/index.ts"
 import { deadline } from "./pattern.ts";
 import { MESSAGE_SIZE, SPINS, wallMs, writeStamp } from "./stamp.ts";
 
-const [uri, mode] = process.argv.slice(2, 4);
-const [bufferSize, id, count, timeoutMs] = process.argv.slice(4, 8).map(Number);
+const [uri, mode] = process.argv.slice(2, 4) as [string, string];
+const [bufferSize, id, count, timeoutMs] = process.argv.slice(4, 8).map(Number) as [number, number, number, number];
 const expired = deadline(timeoutMs, `producer ${id}`);
 const ch = createChannel(uri, { bufferSize, mode: mode as ChannelMode, role: "producer" });
 console.log("ready");

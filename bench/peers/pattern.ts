@@ -59,13 +59,13 @@ export class Pattern {
   write(buf: Uint8Array, off: number, seq: number): void {
     const view = this.#words(buf, off);
     if (view !== null) {
-      const expected = this.words![seq % WINDOWS];
+      const expected = this.words![seq % WINDOWS]!;
       const at = off >> 2;
       view[at] = seq;
-      for (let i = 1; i < expected.length; i++) view[at + i] = expected[i];
+      for (let i = 1; i < expected.length; i++) view[at + i] = expected[i]!;
       return;
     }
-    buf.set(this.tails[seq % WINDOWS], off + 4);
+    buf.set(this.tails[seq % WINDOWS]!, off + 4);
     buf[off] = seq;
     buf[off + 1] = seq >>> 8;
     buf[off + 2] = seq >>> 16;
@@ -76,14 +76,14 @@ export class Pattern {
   check(buf: Uint8Array, off: number, seq: number): boolean {
     const view = this.#words(buf, off);
     if (view !== null) {
-      const expected = this.words![seq % WINDOWS];
+      const expected = this.words![seq % WINDOWS]!;
       const at = off >> 2;
       if (view[at] !== (seq | 0)) return false;
       for (let i = 1; i < expected.length; i++) if (view[at + i] !== expected[i]) return false;
       return true;
     }
-    const got = (buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0;
-    return got === seq && compare.call(buf, this.windows[seq % WINDOWS], 4, this.size, off + 4, off + this.size) === 0;
+    const got = (buf[off]! | (buf[off + 1]! << 8) | (buf[off + 2]! << 16) | (buf[off + 3]! << 24)) >>> 0;
+    return got === seq && compare.call(buf, this.windows[seq % WINDOWS]!, 4, this.size, off + 4, off + this.size) === 0;
   }
 
   /** Message `seq` as a string (for Bun IPC's JSON serialization). */
@@ -96,7 +96,7 @@ export class Pattern {
       typeof msg === "string" &&
       msg.length === this.size &&
       msg.startsWith(seq.toString(16).padStart(8, "0")) &&
-      msg.endsWith(this.stringTails[seq % WINDOWS])
+      msg.endsWith(this.stringTails[seq % WINDOWS]!)
     );
   }
 }
@@ -105,9 +105,9 @@ export class Pattern {
 export interface Report {
   messages: number;
   errors: number;
-  firstError?: string;
+  firstError?: string | undefined;
   elapsedMs: number; // from the first message received to the last
-  note?: string;
+  note?: string | undefined;
 }
 
 /** A deadline for busy loops, checked every few thousand iterations (reading the clock costs). */

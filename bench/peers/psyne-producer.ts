@@ -7,8 +7,8 @@
 import { ByteVector, ChannelMode, createChannel } from "../../src/index.ts";
 import { deadline, Pattern } from "./pattern.ts";
 
-const [how, name] = process.argv.slice(2, 4);
-const [size, count, timeoutMs, bufferSize, batch, warmup] = process.argv.slice(4, 10).map(Number);
+const [how, name] = process.argv.slice(2, 4) as [string, string];
+const [size, count, timeoutMs, bufferSize, batch, warmup] = process.argv.slice(4, 10).map(Number) as [number, number, number, number, number, number];
 const pattern = new Pattern(size);
 const expired = deadline(timeoutMs, `psyne producer (${how})`);
 const ch = createChannel(`ipc://${name}`, { bufferSize, mode: ChannelMode.SPSC, role: "producer" });

@@ -7,8 +7,8 @@ import { cstr, lib } from "../../src/core/ffi.ts";
 import { layout } from "../../src/core/layout.ts";
 import { deadline, Pattern, type Report } from "./pattern.ts";
 
-const [role, name] = process.argv.slice(2, 4);
-const [size, count, timeoutMs] = process.argv.slice(4, 7).map(Number);
+const [role, name] = process.argv.slice(2, 4) as [string, string];
+const [size, count, timeoutMs] = process.argv.slice(4, 7).map(Number) as [number, number, number];
 const bufferSize = Number(process.argv[7] ?? 4 << 20);
 const pattern = new Pattern(size);
 const expired = deadline(timeoutMs, `raw ring ${role}`);

@@ -5,8 +5,8 @@
 // Usage: bun socket-consumer.ts unix:PATH|tcp SIZE COUNT TIMEOUT_MS; prints a Report as JSON.
 import { Pattern, type Report } from "./pattern.ts";
 
-const address = process.argv[2];
-const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
+const address = process.argv[2]!;
+const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number) as [number, number, number];
 const pattern = new Pattern(size);
 const carry = new Uint8Array(size); // the start of a message cut by the end of a read
 let carried = 0;

@@ -4,8 +4,8 @@
 // Usage: bun socket-producer.ts unix:PATH|tcp:PORT SIZE COUNT TIMEOUT_MS (from socket-consumer's "listening" line)
 import { Pattern } from "./pattern.ts";
 
-const address = process.argv[2];
-const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
+const address = process.argv[2]!;
+const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number) as [number, number, number];
 const pattern = new Pattern(size);
 const perBatch = Math.max(1, Math.floor(65536 / size));
 const batch = new Uint8Array(perBatch * size);

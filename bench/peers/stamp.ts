@@ -22,11 +22,11 @@ export function writeStamp(m: Uint8Array, producer: number, seq: number): void {
 export function producerOf(m: Uint8Array): number {
   if (m.length !== MESSAGE_SIZE) return -1;
   const seq = seqOf(m);
-  if (compare.call(m, pattern.windows[seq % WINDOWS], 8, MESSAGE_SIZE, 8, MESSAGE_SIZE) !== 0) return -1;
-  return (m[4] | (m[5] << 8) | (m[6] << 16) | (m[7] << 24)) >>> 0;
+  if (compare.call(m, pattern.windows[seq % WINDOWS]!, 8, MESSAGE_SIZE, 8, MESSAGE_SIZE) !== 0) return -1;
+  return (m[4]! | (m[5]! << 8) | (m[6]! << 16) | (m[7]! << 24)) >>> 0;
 }
 
-export const seqOf = (m: Uint8Array): number => (m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24)) >>> 0;
+export const seqOf = (m: Uint8Array): number => (m[0]! | (m[1]! << 8) | (m[2]! << 16) | (m[3]! << 24)) >>> 0;
 
 /** Spin SPINS times, then yield the core with every retry (Bun.sleepSync(0) costs about 0.6 us). */
 export const SPINS = 64;

@@ -10,7 +10,7 @@
 import { Pattern, type Report } from "./pattern.ts";
 
 const mode = process.argv[2] as "copy" | "transfer";
-const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number);
+const [size, count, timeoutMs] = process.argv.slice(3, 6).map(Number) as [number, number, number];
 const pattern = new Pattern(size);
 const window = Math.max(64, Math.floor((4 << 20) / size));
 const ackEvery = Math.max(1, window >> 2);

@@ -89,7 +89,7 @@ export async function finish(child: Subprocess): Promise<Finished> {
 export function report<T = Record<string, unknown>>(result: Finished): T {
   const lines = result.stdout.trim().split("\n");
   try {
-    return JSON.parse(lines[lines.length - 1]) as T;
+    return JSON.parse(lines[lines.length - 1]!) as T;
   } catch {
     throw new Error(`child exited ${result.code} (${result.signal}) without a JSON report\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
   }

@@ -9,7 +9,7 @@ function fill(body: Uint8Array, producer: number, seq: number): number {
   for (let i = 0; i < body.length; i++) {
     x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
     body[i] = x >>> 24;
-    hash = Math.imul(hash ^ body[i], 16777619);
+    hash = Math.imul(hash ^ body[i]!, 16777619);
   }
   return hash >>> 0;
 }

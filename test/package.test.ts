@@ -1,6 +1,7 @@
-// The published package as a user gets it: `npm pack` (which builds every platform's library),
-// then `bun add` of the tarball into a fresh `bun init` project. Bun runs no install script of a
-// dependency ("Blocked 1 postinstall"), so whatever works here works with psyne's postinstall blocked.
+// The published package as a user gets it: `npm pack` (which builds every platform's library and
+// the type declarations), then `bun add` of the tarball into a fresh `bun init` project. Bun runs
+// no install script of a dependency ("Blocked 1 postinstall"), so whatever works here works with
+// psyne's postinstall blocked.
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -75,6 +76,13 @@ console.log(JSON.stringify({ vectors, bad, reading, last, received: channel.stat
 channel.close();
 `;
 
+// Checked, never run: psyne's declarations are real types, not \`any\` (else the directive is unused).
+const misuse = `import { createChannel } from "psyne";
+
+// @ts-expect-error: bufferSize is a number of bytes
+export const wrong = () => createChannel("ipc://x", { bufferSize: "4 MiB" });
+`;
+
 beforeAll(async () => {
   mkdirSync(bin);
   symlinkSync(process.execPath, join(bin, "bun"));
@@ -88,6 +96,7 @@ beforeAll(async () => {
   if (added.code !== 0) throw new Error(`bun add failed:\n${added.output}`);
   writeFileSync(join(project, "producer.ts"), producer);
   writeFileSync(join(project, "consumer.ts"), consumer);
+  writeFileSync(join(project, "misuse.ts"), misuse);
 }, 900_000);
 
 test("the installed package works without its install script: a producer and a consumer exchange messages", async () => {
@@ -103,6 +112,22 @@ test("the installed package works without its install script: a producer and a c
     reading: { sensor: 7, value: 21.5, at: "1234", history: [1, 2, 3, 4] },
     last: { done: true, sent: 100 },
     received: 101,
+  });
+});
+
+describe("type-checking the user's project (bun init's tsconfig: strict, noUncheckedIndexedAccess, skipLibCheck, ...)", () => {
+  test("the project's own tsc --noEmit reports no error", async () => {
+    const tsc = join(project, "node_modules", ".bin", "tsc");
+    expect(existsSync(tsc)).toBe(true); // bun init installs one
+    const result = await run([tsc, "--noEmit"], { cwd: project });
+    expect({ code: result.code, output: result.output }).toEqual({ code: 0, output: "" });
+  });
+
+  test("psyne's own TypeScript (tsc --noEmit -p) and bun check report no error either", async () => {
+    const tsc = await run(["bun", join(root, "node_modules", "typescript", "bin", "tsc"), "--noEmit", "-p", project], { cwd: project });
+    expect({ code: tsc.code, output: tsc.output }).toEqual({ code: 0, output: "" });
+    const check = await run(["bun", "check", "--no-script"], { cwd: project });
+    expect({ code: check.code, output: check.output }).toMatchObject({ code: 0 });
   });
 });
 

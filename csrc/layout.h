@@ -10,36 +10,38 @@
  * The ring is mapped twice, back to back, so a record that runs past the ring's end is still
  * contiguous in memory: no padding records, and any message up to the capacity fits.
  *
- * Vocabulary: a *position* is a u32 byte count that grows forever and wraps at 2^32 (capacity is
- * at most 2^30, so differences of positions are exact); an *index* is a position masked into the
- * ring; an *offset* counts bytes from the segment start.
+ * Vocabulary: a *position* is a u64 byte count that grows forever (it would take centuries to
+ * wrap, and every comparison is a wrapping difference anyway); an *index* is a position masked
+ * into the ring; an *offset* counts bytes from the segment start.
  *
  * A record:
  *
  *    0               4               8              12              16
  *   +---------------+---------------+---------------+---------------+---------------...
- *   | length (u32)  | type (u32)    | state (u32)   | position (u32)| payload, length bytes
+ *   | length (u32)  | type (u32)    | state (u32)   | tag (u32)     | payload, length bytes
  *   +---------------+---------------+---------------+---------------+---------------...
  *
  *   span = 16 + length rounded up to 16 (so payloads are 16-aligned for every typed array).
- *   state = record state (bits 0..7) | owner slot (8..15) | the owner slot's generation (16..31),
- *   so a record whose owner died is recognized even after its slot was taken again; position =
- *   the record's own position, a tag that tells this lap's header from stale bytes. State and
- *   position form one 8-byte word, compared-and-swapped together where consumers race.
+ *   state = record state (bits 0..3) | owner slot (4..9) | the owner slot's generation (10..31),
+ *   so a record whose owner died is recognized even after its slot was taken again.
+ *   tag = a hash of the record's 64-bit position and the channel's salt, stored last: it tells
+ *   this lap's header from stale bytes (older laps, payloads, a fresh zeroed ring). State and tag
+ *   form one 8-byte word, compared-and-swapped together where consumers race.
  *
- * Who moves what (P = producer, C = consumer):
+ * Who moves what (all u64 positions):
  *   tail        positions below it are committed records. SPSC/SPMC/BROADCAST: the producer stores
- *               it; MPSC/MPMC: whoever commits the record at tail advances it over committed ones.
+ *               it; MPSC/MPMC: whoever commits the record at tail advances it over finished ones.
  *   claim_tail  MPSC/MPMC: producers take space with a CAS on it. Single-producer modes: unused.
  *   head        positions below it are free for producers. SPSC/MPSC: the consumer stores it on
- *               release. SPMC/MPMC: advanced over DONE records by whoever releases. BROADCAST:
- *               unused; the producer's limit is the slowest live subscriber's slot read_pos.
+ *               release. SPMC/MPMC: advanced over DONE or ABANDONED records by whoever passes.
+ *               BROADCAST: the slowest subscriber's read_pos as last seen (for stats only).
  *   claim_head  SPMC/MPMC: consumers take the next record with a CAS on it; a record given back
- *               returns to COMMITTED behind it and is counted in `returned`.
+ *               returns to COMMITTED behind it and `returned` hints at it.
  *
  * Liveness: each slot is owned by whoever holds an OFD write lock on byte PSY_LOCK_SLOT(i) of the
  * segment file; the kernel drops it when the owner dies. Byte PSY_LOCK_ATTACH is read-locked by
- * every attached handle and write-locked only while initializing or removing the segment.
+ * every attached handle and write-locked only while initializing or removing the segment. Byte
+ * PSY_LOCK_RECOVERY is write-locked by whoever repairs what a dead participant left (recovery.c).
  */
 #ifndef PSYNE_LAYOUT_H
 #define PSYNE_LAYOUT_H
@@ -47,7 +49,7 @@
 #include <stdint.h>
 
 #define PSY_MAGIC 0x31454e5953505350ull /* "PSPSYNE1" little-endian */
-#define PSY_LAYOUT_VERSION 1u
+#define PSY_LAYOUT_VERSION 2u
 #define PSY_INIT_READY 0x59444552u /* "REDY": stored last by the initializer */
 
 #define PSY_CACHE_LINE 64u
@@ -69,13 +71,15 @@
 #define PSY_OFF_RING_OFFSET 32u    /* u32 */
 #define PSY_OFF_PRODUCER_OWNER 36u /* u32, slot + 1 of the exclusive producer, 0 if none */
 #define PSY_OFF_CONSUMER_OWNER 40u /* u32, slot + 1 of the exclusive consumer, 0 if none */
+#define PSY_OFF_TAG_SALT 44u       /* u32, random at creation: mixed into every record tag */
 #define PSY_OFF_CREATED_MS 48u     /* u64, wall clock at creation */
-/* cursors, each on its own line: producers and consumers must not false-share */
-#define PSY_OFF_TAIL 64u        /* u32 position */
-#define PSY_OFF_CLAIM_TAIL 128u /* u32 position */
-#define PSY_OFF_HEAD 192u       /* u32 position */
-#define PSY_OFF_CLAIM_HEAD 256u /* u32 position */
-#define PSY_OFF_RETURNED 260u   /* u32, SPMC/MPMC: taken records given back behind claim_head */
+#define PSY_OFF_FENCE_MODE 56u     /* u32, PSY_FENCE_*: how publishers order against waiters */
+/* cursors (u64 positions), each on its own line: producers and consumers must not false-share */
+#define PSY_OFF_TAIL 64u
+#define PSY_OFF_CLAIM_TAIL 128u
+#define PSY_OFF_HEAD 192u
+#define PSY_OFF_CLAIM_HEAD 256u
+#define PSY_OFF_RETURNED 264u /* u32, SPMC/MPMC: a hint that records were given back behind claim_head */
 /* event counts for futex waiting: bumped after a publish / a release when waiters > 0 */
 #define PSY_OFF_DATA_SEQ 320u      /* u32 */
 #define PSY_OFF_DATA_WAITERS 324u  /* u32 */
@@ -91,17 +95,21 @@
 #define PSY_SLOT_STATE 0u          /* u32, PSY_SLOT_FREE / PSY_SLOT_ACTIVE */
 #define PSY_SLOT_PID 4u            /* u32 */
 #define PSY_SLOT_START_TIME 8u     /* u64, /proc/PID/stat field 22 (clock ticks since boot) */
-#define PSY_SLOT_ROLES 16u         /* u32, PSY_ROLE_* bits */
+#define PSY_SLOT_ROLES 16u         /* u32, PSY_ROLE_* bits; with GENERATION one u64 word */
 #define PSY_SLOT_GENERATION 20u    /* u32, bumped each time the slot is taken */
 #define PSY_SLOT_MSGS_SENT 24u     /* u64, written by the owner only */
 #define PSY_SLOT_BYTES_SENT 32u    /* u64 */
 #define PSY_SLOT_MSGS_RECEIVED 40u /* u64 */
 #define PSY_SLOT_BYTES_RECEIVED 48u /* u64 */
 #define PSY_SLOT_FULL_EVENTS 56u   /* u64 */
-#define PSY_SLOT_READ_POS 64u      /* u32, BROADCAST subscriber cursor (own line: the producer reads it) */
-#define PSY_SLOT_CLAIMING_POS 68u  /* u32, MPSC/MPMC: position a producer is claiming, for crash recovery */
-#define PSY_SLOT_CLAIMING_SPAN 72u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
-#define PSY_SLOT_WAITING 76u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
+#define PSY_SLOT_READ_POS 64u      /* u64, BROADCAST subscriber cursor (own line: the producer reads it) */
+#define PSY_SLOT_CLAIMING_POS 72u  /* u64, MPSC/MPMC: position a producer is claiming, for crash recovery */
+#define PSY_SLOT_CLAIMING_SPAN 80u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
+#define PSY_SLOT_WAITING 84u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
+
+/* A subscriber's READ_POS while it joins: the first of it and the producer to replace it decides
+ * where the subscriber starts (see ring.c, subscribe). */
+#define PSY_JOINING_POS 0xffffffffffffffffull
 
 #define PSY_RING_OFFSET 16384u
 
@@ -111,16 +119,22 @@
 #define PSY_REC_LENGTH 0u
 #define PSY_REC_TYPE 4u
 #define PSY_REC_STATE 8u
-#define PSY_REC_POSITION 12u
+#define PSY_REC_TAG 12u
 
 #define PSY_REC_CLAIMED 1u   /* space taken, payload being written */
 #define PSY_REC_COMMITTED 2u /* visible to consumers */
 #define PSY_REC_ABANDONED 3u /* skipped: its producer released or died before committing */
 #define PSY_REC_TAKEN 4u     /* SPMC/MPMC: owned by the consumer in the owner bits */
 #define PSY_REC_DONE 5u      /* SPMC/MPMC: released, space reclaimable */
-#define PSY_REC_STATE_MASK 0xffu
-#define PSY_REC_OWNER_SHIFT 8
-#define PSY_REC_GENERATION_SHIFT 16
+#define PSY_REC_SKIPPED 6u   /* a claim whose producer died before writing its header: recovery wrote
+                              * only the state word (one CAS), with the span in bits 4..31 in units of
+                              * 16 bytes; length and type are stale. Consumers skip it. */
+#define PSY_REC_STATE_MASK 0xfu
+#define PSY_REC_OWNER_SHIFT 4
+#define PSY_REC_OWNER_MASK 0x3fu
+#define PSY_REC_GENERATION_SHIFT 10
+#define PSY_REC_GENERATION_MASK 0x3fffffu
+#define PSY_REC_SKIP_SHIFT 4
 
 /* Message type ids (the record's type word). Ids below 256 are psyne's own; defineMessage()
  * structs use a hash of their name and layout, 256 or more. */
@@ -137,11 +151,15 @@
 #define PSY_ROLE_CONSUMER 2u
 #define PSY_WAITING_DATA 1u
 #define PSY_WAITING_SPACE 2u
+#define PSY_WAITING_FLUSH 4u     /* a flush waits on the space event count too */
 #define PSY_WAITERS_AFTER_SEQ 4u /* each waiters word follows its event count */
+#define PSY_FENCE_ASYMMETRIC 0u  /* publishers store with release; waiters run membarrier() */
+#define PSY_FENCE_SYMMETRIC 1u   /* every publisher stores with seq_cst (a process lacks membarrier) */
 
 /* byte-range lock offsets in the segment file (advisory; may lie past the end of the file) */
 #define PSY_LOCK_ATTACH 0
-#define PSY_LOCK_SLOT(i) (1 + (i))
+#define PSY_LOCK_RECOVERY 1
+#define PSY_LOCK_SLOT(i) (2 + (i))
 
 _Static_assert(PSY_OFF_TAIL % PSY_CACHE_LINE == 0, "tail on its own line");
 _Static_assert(PSY_OFF_CLAIM_TAIL - PSY_OFF_TAIL >= PSY_CACHE_LINE, "claim_tail apart from tail");
@@ -149,12 +167,16 @@ _Static_assert(PSY_OFF_HEAD - PSY_OFF_CLAIM_TAIL >= PSY_CACHE_LINE, "head apart 
 _Static_assert(PSY_OFF_CLAIM_HEAD - PSY_OFF_HEAD >= PSY_CACHE_LINE, "claim_head apart from head");
 _Static_assert(PSY_OFF_DATA_SEQ - PSY_OFF_CLAIM_HEAD >= PSY_CACHE_LINE, "event counts apart");
 _Static_assert(PSY_OFF_SPACE_SEQ - PSY_OFF_DATA_SEQ >= PSY_CACHE_LINE, "event counts apart");
+_Static_assert(PSY_OFF_FENCE_MODE + 4 <= PSY_OFF_TAIL, "config fits the first line");
 _Static_assert(PSY_OFF_RETIRED + 5 * 8 <= PSY_CONTROL_SIZE, "control block fits");
 _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
+_Static_assert(PSY_SLOT_ROLES % 8 == 0 && PSY_SLOT_GENERATION == PSY_SLOT_ROLES + 4, "roles and generation share an 8-byte word");
+_Static_assert(PSY_SLOT_CLAIMING_POS % 8 == 0, "claiming position is an aligned u64");
 _Static_assert(PSY_SLOT_WAITING + 4 <= PSY_SLOT_SIZE, "slot fits");
-_Static_assert(PSY_REC_POSITION == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
-_Static_assert(PSY_MAX_SLOTS <= 256, "a slot index fits the owner bits");
+_Static_assert(PSY_REC_TAG == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
+_Static_assert(PSY_MAX_SLOTS - 1 <= PSY_REC_OWNER_MASK, "a slot index fits the owner bits");
+_Static_assert(((uint64_t)PSY_MAX_CAPACITY / PSY_REC_ALIGN) < (1ull << (32 - PSY_REC_SKIP_SHIFT)), "a skipped span fits its state word");
 _Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SPACE_WAITERS == PSY_OFF_SPACE_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
@@ -167,14 +189,15 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(LAYOUT_VERSION) X(CACHE_LINE) X(MIN_CAPACITY) X(MAX_CAPACITY) X(DEFAULT_CAPACITY)               \
   X(MAX_SLOTS) X(NAME_MAX) X(OFF_VERSION) X(OFF_LAYOUT_HASH) X(OFF_INIT_STATE) X(OFF_MODE)          \
   X(OFF_CAPACITY) X(OFF_MAX_SLOTS) X(OFF_RING_OFFSET) X(OFF_PRODUCER_OWNER) X(OFF_CONSUMER_OWNER)   \
-  X(OFF_CREATED_MS) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD) X(OFF_CLAIM_HEAD) X(OFF_RETURNED) X(OFF_DATA_SEQ)     \
-  X(OFF_DATA_WAITERS) X(OFF_SPACE_SEQ) X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)              \
+  X(OFF_TAG_SALT) X(OFF_CREATED_MS) X(OFF_FENCE_MODE) X(OFF_TAIL) X(OFF_CLAIM_TAIL) X(OFF_HEAD)     \
+  X(OFF_CLAIM_HEAD) X(OFF_RETURNED) X(OFF_DATA_SEQ) X(OFF_DATA_WAITERS) X(OFF_SPACE_SEQ)            \
+  X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)           \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_WAITING) X(SLOT_CLAIMING_SPAN) X(RING_OFFSET) X(REC_HEADER) X(REC_ALIGN)      \
-  X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_POSITION) X(REC_CLAIMED) X(REC_COMMITTED)            \
-  X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
-  X(ROLE_CONSUMER) X(INIT_READY) X(TYPE_FLOAT_VECTOR) X(TYPE_DOUBLE_VECTOR) X(TYPE_INT32_VECTOR)          \
-  X(TYPE_BYTE_VECTOR) X(TYPE_TEXT) X(TYPE_JSON)
+  X(SLOT_CLAIMING_POS) X(SLOT_CLAIMING_SPAN) X(SLOT_WAITING) X(RING_OFFSET) X(REC_HEADER)           \
+  X(REC_ALIGN) X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_TAG) X(REC_CLAIMED) X(REC_COMMITTED)    \
+  X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(REC_SKIPPED) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
+  X(ROLE_CONSUMER) X(INIT_READY) X(FENCE_ASYMMETRIC) X(FENCE_SYMMETRIC) X(TYPE_FLOAT_VECTOR)        \
+  X(TYPE_DOUBLE_VECTOR) X(TYPE_INT32_VECTOR) X(TYPE_BYTE_VECTOR) X(TYPE_TEXT) X(TYPE_JSON)
 
 #endif

@@ -1,5 +1,7 @@
 /* Participants: one slot per attached handle, owned through an OFD byte lock that the kernel
- * releases when the owner dies, so liveness never trusts a pid (reuse, zombies, namespaces). */
+ * releases when the owner dies, so liveness never trusts a pid (reuse, zombies, namespaces).
+ * A slot's roles and generation form one 64-bit word: whoever clears a dead participant's role
+ * does it with a compare-and-swap that fails if the slot was taken again meanwhile. */
 #include "internal.h"
 
 #include <errno.h>
@@ -39,27 +41,30 @@ int byte_locked_by_other(int fd, long byte) {
   return fl.l_type != F_UNLCK;
 }
 
-/* Is the process that stamped `record_state` still there? Its slot must still be held, and by
- * the same incarnation (a slot taken again after a death has a new generation). */
-int owner_alive(const psy_channel *ch, uint32_t record_state) {
-  uint32_t slot = (record_state >> PSY_REC_OWNER_SHIFT) & 0xff;
-  uint32_t generation = record_state >> PSY_REC_GENERATION_SHIFT;
-  if (slot >= PSY_MAX_SLOTS) return 0;
-  if ((load32((uint32_t *)(slot_at(ch, slot) + PSY_SLOT_GENERATION)) & 0xffff) != generation) return 0;
-  return psy_slot_alive(ch, slot);
-}
+static uint64_t *roles_word(const psy_channel *ch, uint32_t slot) { return slot_u64(ch, slot, PSY_SLOT_ROLES); }
+static uint32_t generation_of(uint64_t roles_word) { return (uint32_t)(roles_word >> 32); }
 
-int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot) {
+int slot_alive(const psy_channel *ch, uint32_t slot) {
   if (slot >= PSY_MAX_SLOTS) return 0;
   if ((int32_t)slot == ch->slot) return 1;
   return byte_locked_by_other(ch->fd, PSY_LOCK_SLOT(slot));
 }
 
+int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot) { return slot_alive(ch, slot); }
+
+/* Is the participant that stamped a record still there? Its slot must still be held, and by the
+ * same incarnation (a slot taken again after a death has a new generation). */
+int owner_alive(const psy_channel *ch, uint32_t stamp) {
+  uint32_t slot = (stamp >> PSY_REC_OWNER_SHIFT) & PSY_REC_OWNER_MASK;
+  uint32_t generation = stamp >> PSY_REC_GENERATION_SHIFT;
+  if (slot >= PSY_MAX_SLOTS) return 0;
+  if ((generation_of(load64(roles_word(ch, slot))) & PSY_REC_GENERATION_MASK) != generation) return 0;
+  return slot_alive(ch, slot);
+}
+
 /* Field 22 of /proc/self/stat: with the pid it names this process uniquely (for humans and
  * tools; liveness itself comes from the lock). 0 where /proc is missing. */
 static uint64_t own_start_time(void) {
-  static uint64_t cached;
-  if (cached) return cached;
   FILE *f = fopen("/proc/self/stat", "r");
   if (!f) return 0;
   char buf[1024];
@@ -72,14 +77,14 @@ static uint64_t own_start_time(void) {
   /* after ')': field 3 (state) ... field 22 (starttime) */
   if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
     return 0;
-  return cached = start;
+  return start;
 }
 
 static const uint32_t counter_offsets[5] = {PSY_SLOT_MSGS_SENT, PSY_SLOT_BYTES_SENT, PSY_SLOT_MSGS_RECEIVED,
                                             PSY_SLOT_BYTES_RECEIVED, PSY_SLOT_FULL_EVENTS};
 
-/* Fold a slot's counters into the channel totals and free its exclusive roles. The caller owns
- * the slot's lock, so its previous owner is gone. */
+/* Fold a slot's counters into the channel totals and free its roles. The caller owns the slot's
+ * lock, so its previous owner is gone (or is the caller, leaving). */
 static void retire_slot(psy_channel *ch, uint32_t slot) {
   uint8_t *s = slot_at(ch, slot);
   for (int i = 0; i < 5; i++) {
@@ -87,29 +92,33 @@ static void retire_slot(psy_channel *ch, uint32_t slot) {
     __atomic_fetch_add(u64_at(ch, PSY_OFF_RETIRED + 8 * i), *counter, __ATOMIC_SEQ_CST);
     *counter = 0;
   }
+  HOOK("retire_counters");
   /* a waiter that died while registered must not keep publishers waking nobody */
   uint32_t waiting = __atomic_exchange_n((uint32_t *)(s + PSY_SLOT_WAITING), 0, __ATOMIC_SEQ_CST);
   if (waiting & PSY_WAITING_DATA) __atomic_fetch_sub(u32_at(ch, PSY_OFF_DATA_WAITERS), 1, __ATOMIC_SEQ_CST);
   if (waiting & PSY_WAITING_SPACE) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_WAITERS), 1, __ATOMIC_SEQ_CST);
+  if (waiting & PSY_WAITING_FLUSH) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_WAITERS), 1, __ATOMIC_SEQ_CST);
   cas32(u32_at(ch, PSY_OFF_PRODUCER_OWNER), slot + 1, 0);
   cas32(u32_at(ch, PSY_OFF_CONSUMER_OWNER), slot + 1, 0);
-  store32((uint32_t *)(s + PSY_SLOT_ROLES), 0);
+  __atomic_fetch_and(roles_word(ch, slot), 0xffffffff00000000ull, __ATOMIC_SEQ_CST); /* roles 0, generation kept */
+  store32((uint32_t *)(s + PSY_SLOT_CLAIMING_SPAN), 0);
+  HOOK("retire_roles");
   store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_FREE);
 }
 
-int32_t participants_join(psy_channel *ch) {
+int32_t participants_join(psy_channel *ch, settle_slot_fn settle) {
   for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
     if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_SLOT(i), 0)) continue; /* a live owner holds it */
     uint8_t *s = slot_at(ch, i);
     if (load32((uint32_t *)(s + PSY_SLOT_STATE)) != PSY_SLOT_FREE) { /* its last owner died attached */
-      debug_log(ch, "participant %u (pid %u) died attached: its slot is free again", i, *(uint32_t *)(s + PSY_SLOT_PID));
-      ring_forget_participant(ch, i);
+      debug_log(ch, "participant %u (pid %u) died attached: settling what it left", i, *(uint32_t *)(s + PSY_SLOT_PID));
+      settle(ch, i); /* takes the recovery lock itself: no recoverer acts on this slot meanwhile */
       retire_slot(ch, i);
     }
     *(uint32_t *)(s + PSY_SLOT_PID) = (uint32_t)getpid();
     *(uint64_t *)(s + PSY_SLOT_START_TIME) = own_start_time();
-    ch->generation = load32((uint32_t *)(s + PSY_SLOT_GENERATION)) + 1;
-    store32((uint32_t *)(s + PSY_SLOT_GENERATION), ch->generation);
+    uint64_t word = __atomic_add_fetch(roles_word(ch, i), 1ull << 32, __ATOMIC_SEQ_CST); /* new generation */
+    ch->generation = generation_of(word);
     store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_ACTIVE);
     ch->slot = (int32_t)i;
     debug_log(ch, "attached as participant %u", i);
@@ -121,6 +130,11 @@ int32_t participants_join(psy_channel *ch) {
 void participants_leave(psy_channel *ch) {
   retire_slot(ch, (uint32_t)ch->slot);
   lock_byte(ch->fd, F_UNLCK, PSY_LOCK_SLOT(ch->slot), 0);
+}
+
+static const char *mode_name(int32_t mode) {
+  static const char *names[] = {"SPSC", "MPSC", "SPMC", "MPMC", "BROADCAST"};
+  return mode >= 0 && mode <= PSY_BROADCAST ? names[mode] : "unknown";
 }
 
 /* Which roles a mode lets only one live handle hold. */
@@ -140,26 +154,24 @@ int32_t participants_take_role(psy_channel *ch, uint32_t role) {
   if (ch->roles & role) return 0;
   if (exclusive_roles(ch->mode) & role) {
     uint32_t *owner = u32_at(ch, role == PSY_ROLE_PRODUCER ? PSY_OFF_PRODUCER_OWNER : PSY_OFF_CONSUMER_OWNER);
-    uint32_t mine = (uint32_t)ch->slot + 1;
+    uint32_t me = (uint32_t)ch->slot + 1;
     for (;;) {
       uint32_t current = load32(owner);
-      if (current == mine || (current == 0 && cas32(owner, 0, mine))) break;
+      if (current == me || (current == 0 && cas32(owner, 0, me))) break;
       if (current == 0) continue;
-      if (current > PSY_MAX_SLOTS) { /* garbage: whoever holds it is nobody */
-        if (cas32(owner, current, mine)) break;
-        continue;
-      }
-      if (psy_slot_alive(ch, current - 1)) {
-        uint32_t pid = *(uint32_t *)(slot_at(ch, current - 1) + PSY_SLOT_PID);
+      if (current <= PSY_MAX_SLOTS && slot_alive(ch, current - 1)) {
+        uint32_t pid = *slot_u32(ch, current - 1, PSY_SLOT_PID);
         return psy_fail(PSY_E_ROLE, "channel %s is %s and process %u is already its %s", ch->path + 7,
-                        ch->mode == PSY_SPSC ? "SPSC" : ch->mode == PSY_MPSC ? "MPSC" : ch->mode == PSY_SPMC ? "SPMC" : "BROADCAST",
-                        pid, role == PSY_ROLE_PRODUCER ? "producer" : "consumer");
+                        mode_name(ch->mode), pid, role == PSY_ROLE_PRODUCER ? "producer" : "consumer");
       }
-      if (cas32(owner, current, mine)) break; /* its holder died: the role is free */
+      if (cas32(owner, current, me)) break; /* its holder died (or the word is garbage): the role is free */
     }
   }
   ch->roles |= role;
-  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_ROLES), role, __ATOMIC_SEQ_CST);
+  __atomic_fetch_or(roles_word(ch, (uint32_t)ch->slot), role, __ATOMIC_SEQ_CST);
   return 0;
 }
 
+int participants_reap_subscriber(psy_channel *ch, uint32_t slot, uint64_t observed) {
+  return cas64(roles_word(ch, slot), observed, observed & ~(uint64_t)PSY_ROLE_CONSUMER);
+}

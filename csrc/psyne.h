@@ -28,6 +28,9 @@ typedef struct psy_channel psy_channel;
 
 enum psy_mode { PSY_SPSC = 0, PSY_MPSC = 1, PSY_SPMC = 2, PSY_MPMC = 3, PSY_BROADCAST = 4 };
 enum psy_open_mode { PSY_CREATE_OR_ATTACH = 0, PSY_CREATE = 1, PSY_ATTACH = 2 };
+/* Or'ed into open_mode: a channel in this process's memory only (memory:// in Bun), found by name
+ * among this process's private channels and shared with its threads, never a name in /dev/shm. */
+#define PSY_OPEN_PRIVATE 0x100
 
 enum psy_error {
   PSY_E_EMPTY = -1,        /* nothing to receive (an outcome, not a failure) */
@@ -47,7 +50,9 @@ enum psy_error {
   PSY_E_INTERRUPTED = -16, /* a wait was interrupted by a signal */
 };
 
-enum psy_wait_kind { PSY_WAIT_DATA = 0, PSY_WAIT_SPACE = 1 };
+/* What a wait waits for: a message to receive, room to send, or everything this handle sent to
+ * have been taken by the consumers (psy_unflushed() == 0). */
+enum psy_wait_kind { PSY_WAIT_DATA = 0, PSY_WAIT_SPACE = 1, PSY_WAIT_FLUSHED = 2 };
 typedef void (*psy_wake_callback)(int32_t kind);
 
 /* The record a successful psy_poll() returned; process-local memory, safe to read. */
@@ -109,9 +114,14 @@ PSY_API int32_t psy_mode(const psy_channel *ch);
 PSY_API int32_t psy_slot(const psy_channel *ch);
 /* Bytes of the ring in use by records not yet released (may lag messages in flight). */
 PSY_API uint32_t psy_used(const psy_channel *ch);
+/* Bytes up to the end of the last message this handle sent that the consumers have not released
+ * yet (BROADCAST: the slowest live subscriber); 0 once all of it was taken. A double so that FFI
+ * callers get a plain number. */
+PSY_API double psy_unflushed(psy_channel *ch);
 
-/* Blocks until a message may be there (PSY_WAIT_DATA) or `length` more payload bytes may fit
- * (PSY_WAIT_SPACE): 0, PSY_E_TIMEOUT, or PSY_E_INTERRUPTED. timeout_ms -1 waits forever. May
+/* Blocks until a message may be there (PSY_WAIT_DATA), `length` more payload bytes may fit
+ * (PSY_WAIT_SPACE), or what this handle sent was taken (PSY_WAIT_FLUSHED): 0, PSY_E_TIMEOUT, or
+ * PSY_E_INTERRUPTED. timeout_ms -1 waits forever. May
  * return 0 spuriously: poll or claim again. Sleeps in the kernel; costs no CPU while waiting.
  * Until the handle has its role (first psy_claim/psy_poll, or psy_take_role) it returns 0 at
  * once. length is payload bytes, as for psy_claim. */
@@ -144,8 +154,10 @@ PSY_API int32_t psy_slot_alive(const psy_channel *ch, uint32_t slot);
  * any handle is attached, [1 + i] if slot i's owner lives. 0, or PSY_E_NOT_FOUND, or
  * PSY_E_CORRUPT (header_out is still filled). */
 PSY_API int32_t psy_inspect(const char *name, uint8_t *header_out, uint32_t *alive_out);
-/* Removes channel `name` only if no live process is attached: 1 removed, 0 in use. */
-PSY_API int32_t psy_remove_if_stale(const char *name);
+/* Removes channel `name` only if no live process is attached: 1 removed, 0 in use. With
+ * `only_if_empty`, also only if it holds no message a consumer has not received (what
+ * psyne's automatic cleanup removes). Race-free against processes attaching at that moment. */
+PSY_API int32_t psy_remove_if_stale(const char *name, int32_t only_if_empty);
 
 /* Removes the segment named `name` (0, or PSY_E_NOT_FOUND). Attached handles keep working. */
 PSY_API int32_t psy_unlink(const char *name);

@@ -1,9 +1,18 @@
 /* Segment lifecycle: create-or-attach without races, validation of untrusted headers, the double
- * mapping of the ring, detach, and removal by the last handle. */
+ * mapping of the ring, detach, and removal by the last handle. This file wires the layers
+ * together (internal.h): it opens the segment, joins the participants (settling a dead slot
+ * through the ring), and closes in the reverse order.
+ *
+ * Create or attach: the attach byte of the segment file is write-locked by whoever initializes
+ * (or removes) the segment and read-locked by every attached handle. Whoever gets the write lock
+ * on an uninitialized file initializes it, whether it made the file or a creator died before
+ * initializing it; everybody else waits for a read lock and finds it initialized, or finds the
+ * name unlinked and starts again. */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +47,16 @@ void debug_log(const psy_channel *ch, const char *fmt, ...) {
   vsnprintf(text, sizeof text, fmt, args);
   va_end(args);
   fprintf(stderr, "[psyne %d] %s: %s\n", (int)getpid(), ch ? ch->path + 7 : "-", text);
+}
+
+#ifndef CLOCK_MONOTONIC_COARSE /* macOS */
+#define CLOCK_MONOTONIC_COARSE CLOCK_MONOTONIC
+#endif
+
+double monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 const char *psy_layout(void) {
@@ -96,6 +115,19 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static uint32_t random_u32(void) {
+  uint32_t value = 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    if (read(fd, &value, sizeof value) != (ssize_t)sizeof value) value = 0;
+    close(fd);
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  value ^= (uint32_t)ts.tv_nsec * 2654435761u ^ (uint32_t)getpid() * 40503u ^ (uint32_t)(uintptr_t)&ts;
+  return value | 1; /* never 0: a zeroed ring's tag 0 then matches only by accident */
+}
+
 /* Reserve address space for header + ring + ring again, then map the file into it twice. */
 static int32_t map_segment(psy_channel *ch) {
   size_t ring_end = PSY_RING_OFFSET + (size_t)ch->capacity;
@@ -121,7 +153,7 @@ static const char *mode_name(int32_t mode) {
 /* The header is untrusted: check everything before using any of it. */
 static int32_t validate(psy_channel *ch, const uint8_t *head, off_t file_size) {
   uint64_t magic;
-  uint32_t version, hash, mode, capacity, slots, ring_offset;
+  uint32_t version, hash, mode, capacity, slots, ring_offset, salt;
   memcpy(&magic, head + PSY_OFF_MAGIC, 8);
   memcpy(&version, head + PSY_OFF_VERSION, 4);
   memcpy(&hash, head + PSY_OFF_LAYOUT_HASH, 4);
@@ -129,6 +161,7 @@ static int32_t validate(psy_channel *ch, const uint8_t *head, off_t file_size) {
   memcpy(&capacity, head + PSY_OFF_CAPACITY, 4);
   memcpy(&slots, head + PSY_OFF_MAX_SLOTS, 4);
   memcpy(&ring_offset, head + PSY_OFF_RING_OFFSET, 4);
+  memcpy(&salt, head + PSY_OFF_TAG_SALT, 4);
   if (magic != PSY_MAGIC)
     return psy_fail(PSY_E_CORRUPT, "%s is not a psyne channel (magic %016llx)", ch->path, (unsigned long long)magic);
   if (version != PSY_LAYOUT_VERSION || hash != psy_layout_hash())
@@ -142,17 +175,33 @@ static int32_t validate(psy_channel *ch, const uint8_t *head, off_t file_size) {
   ch->capacity = capacity;
   ch->mask = capacity - 1;
   ch->mode = (int32_t)mode;
+  ch->salt = salt;
+  return 0;
+}
+
+/* Where a new channel's positions start: 0; in the test build PSY_TEST_START_POS, a position, or
+ * "-N" for N capacities before 2^64, so that a test's traffic crosses the wrap of every position
+ * (and of their low 32 bits) after N laps of the ring. */
+static uint64_t start_position(uint32_t capacity) {
+#ifdef PSY_TEST_HOOKS
+  const char *start = getenv("PSY_TEST_START_POS");
+  if (start && *start == '-') return 0 - strtoull(start + 1, NULL, 0) * capacity;
+  if (start && *start) return strtoull(start, NULL, 0);
+#endif
+  (void)capacity;
   return 0;
 }
 
 /* Called with the attach byte write-locked: nobody else is attached or initializing. */
-static int32_t initialize(psy_channel *ch, uint32_t capacity, int32_t mode) {
+static int32_t initialize(psy_channel *ch, uint32_t capacity, int32_t mode, uint32_t permissions) {
   ch->capacity = capacity;
   ch->mask = capacity - 1;
   ch->mode = mode;
+  ch->salt = random_u32();
   /* truncate to zero first: a creator that died half-way may have left bytes behind */
   if (ftruncate(ch->fd, 0) || ftruncate(ch->fd, (off_t)PSY_RING_OFFSET + capacity))
     return psy_fail(PSY_E_SYSTEM, "ftruncate %s to %u bytes: %s", ch->path, PSY_RING_OFFSET + capacity, strerror(errno));
+  fchmod(ch->fd, (mode_t)permissions); /* the umask must not narrow what the caller asked */
   int32_t rc = map_segment(ch);
   if (rc) return rc;
   *u64_at(ch, PSY_OFF_MAGIC) = PSY_MAGIC;
@@ -162,9 +211,14 @@ static int32_t initialize(psy_channel *ch, uint32_t capacity, int32_t mode) {
   *u32_at(ch, PSY_OFF_CAPACITY) = capacity;
   *u32_at(ch, PSY_OFF_MAX_SLOTS) = PSY_MAX_SLOTS;
   *u32_at(ch, PSY_OFF_RING_OFFSET) = PSY_RING_OFFSET;
+  *u32_at(ch, PSY_OFF_TAG_SALT) = ch->salt;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   *u64_at(ch, PSY_OFF_CREATED_MS) = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  uint64_t start = start_position(capacity);
+  const uint32_t cursors[] = {PSY_OFF_TAIL, PSY_OFF_CLAIM_TAIL, PSY_OFF_HEAD, PSY_OFF_CLAIM_HEAD};
+  for (unsigned i = 0; i < 4; i++) *u64_at(ch, cursors[i]) = start;
+  events_attach(ch, 1);
   /* publish: pairs with the attacher's check of PSY_OFF_INIT_STATE under its read lock */
   store32(u32_at(ch, PSY_OFF_INIT_STATE), PSY_INIT_READY);
   return 0;
@@ -172,6 +226,7 @@ static int32_t initialize(psy_channel *ch, uint32_t capacity, int32_t mode) {
 
 /* Is our fd still the file the name points to? (The last handle may have removed it.) */
 static int still_linked(psy_channel *ch) {
+  if (ch->private_memory) return 1;
   int fd = shm_open(ch->path, O_RDONLY, 0);
   if (fd < 0) return 0;
   struct stat named, ours;
@@ -186,75 +241,74 @@ static void release_fd(psy_channel *ch) {
   ch->fd = -1;
 }
 
-/* One attempt: 0 done, 1 try again, <0 failure. */
-static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint32_t permissions,
-                         int32_t open_mode) {
-  if (open_mode == PSY_ATTACH) {
-    ch->fd = shm_open(ch->path, O_RDWR, 0);
-  } else {
-    ch->fd = shm_open(ch->path, O_RDWR | O_CREAT | O_EXCL, (mode_t)permissions);
-    if (ch->fd >= 0) {
-      fchmod(ch->fd, (mode_t)permissions); /* the umask must not narrow what the caller asked */
-    } else if (errno == EEXIST) {
-      if (open_mode == PSY_CREATE) return psy_fail(PSY_E_EXISTS, "channel %s already exists", ch->path + 7);
-      ch->fd = shm_open(ch->path, O_RDWR, 0);
-      if (ch->fd < 0 && errno == ENOENT) return 1; /* removed meanwhile */
-    }
-  }
-  if (ch->fd < 0) {
-    if (errno == ENOENT) return psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", ch->path + 7);
-    return psy_fail(PSY_E_SYSTEM, "shm_open %s: %s", ch->path, strerror(errno));
-  }
-  /* waits out an initializer or a remover; both hold the write lock only briefly */
-  if (lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 1)) {
-    int e = errno;
-    release_fd(ch);
-    if (e == EINTR) return 1;
-    return psy_fail(PSY_E_SYSTEM, "lock %s: %s", ch->path, strerror(e));
-  }
-  if (!still_linked(ch)) {
-    release_fd(ch);
-    return 1;
-  }
+/* The first PSY_CONTROL_SIZE bytes of the file (zeros past its end) and its size. */
+static int32_t read_control(psy_channel *ch, uint8_t *head, off_t *size) {
   struct stat st;
-  uint8_t head[PSY_CONTROL_SIZE];
-  memset(head, 0, sizeof head);
-  if (fstat(ch->fd, &st)) {
-    release_fd(ch);
-    return psy_fail(PSY_E_SYSTEM, "fstat %s: %s", ch->path, strerror(errno));
-  }
-  if (st.st_size > 0 && pread(ch->fd, head, sizeof head, 0) < 0) {
-    release_fd(ch);
+  memset(head, 0, PSY_CONTROL_SIZE);
+  if (fstat(ch->fd, &st) || (st.st_size > 0 && pread(ch->fd, head, PSY_CONTROL_SIZE, 0) < 0))
     return psy_fail(PSY_E_SYSTEM, "read %s: %s", ch->path, strerror(errno));
-  }
+  *size = st.st_size;
+  return 0;
+}
+
+enum { OPENED = 0, RETRY = 1, UNINITIALIZED = 2 }; /* open_once outcomes besides errors */
+
+/* Attach to an initialized segment (under a read lock): config checks, then the mapping. */
+static int32_t attach(psy_channel *ch, const uint8_t *head, off_t size, uint32_t capacity, int32_t mode) {
+  int32_t rc = validate(ch, head, size);
+  if (!rc && capacity && capacity != ch->capacity)
+    rc = psy_fail(PSY_E_CONFIG, "channel %s has bufferSize %u, asked %u", ch->path + 7, ch->capacity, capacity);
+  if (!rc && mode >= 0 && mode != ch->mode)
+    rc = psy_fail(PSY_E_CONFIG, "channel %s has mode %s, asked %s", ch->path + 7, mode_name(ch->mode), mode_name(mode));
+  if (!rc) rc = map_segment(ch);
+  if (!rc) events_attach(ch, 0);
+  return rc;
+}
+
+/* With ch->fd open on the segment file: initialize it or attach to it. */
+static int32_t initialize_or_attach(psy_channel *ch, uint32_t capacity, int32_t mode, uint32_t permissions, int32_t open_mode) {
+  uint8_t head[PSY_CONTROL_SIZE];
+  off_t size;
+  int exclusive = lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0;
+  if (!exclusive && lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 1)) /* wait out an initializer or a remover */
+    return errno == EINTR ? RETRY : psy_fail(PSY_E_SYSTEM, "lock %s: %s", ch->path, strerror(errno));
+  if (!still_linked(ch)) return RETRY; /* removed meanwhile: start afresh */
+  int32_t rc = read_control(ch, head, &size);
+  if (rc) return rc;
   uint32_t init_state;
+  uint64_t magic;
   memcpy(&init_state, head + PSY_OFF_INIT_STATE, 4);
-  if (init_state == PSY_INIT_READY) {
-    int32_t rc = validate(ch, head, st.st_size);
-    if (!rc && capacity && capacity != ch->capacity)
-      rc = psy_fail(PSY_E_CONFIG, "channel %s has bufferSize %u, asked %u", ch->path + 7, ch->capacity, capacity);
-    if (!rc && mode >= 0 && mode != ch->mode)
-      rc = psy_fail(PSY_E_CONFIG, "channel %s has mode %s, asked %s", ch->path + 7, mode_name(ch->mode), mode_name(mode));
-    if (!rc) rc = map_segment(ch);
-    if (rc) release_fd(ch);
+  memcpy(&magic, head + PSY_OFF_MAGIC, 8);
+  if (init_state != PSY_INIT_READY) {
+    if (init_state != 0 || (magic != 0 && magic != PSY_MAGIC))
+      return psy_fail(PSY_E_CORRUPT, "%s is not a psyne channel (init state %08x, magic %016llx)", ch->path, init_state,
+                      (unsigned long long)magic);
+    /* not initialized: a creator is about to (it takes the write lock next), or died trying */
+    if (!exclusive) return RETRY;
+    if (open_mode == PSY_ATTACH) return UNINITIALIZED;
+    rc = initialize(ch, capacity ? capacity : PSY_DEFAULT_CAPACITY, mode >= 0 ? mode : PSY_SPSC, permissions);
+    HOOK("initialized");
+    if (!rc && lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 0)) /* atomic downgrade: let attachers in */
+      rc = psy_fail(PSY_E_SYSTEM, "downgrade lock %s: %s", ch->path, strerror(errno));
     return rc;
   }
-  uint64_t magic;
-  memcpy(&magic, head + PSY_OFF_MAGIC, 8);
-  if (init_state != 0 || (magic != 0 && magic != PSY_MAGIC)) {
-    release_fd(ch);
-    return psy_fail(PSY_E_CORRUPT, "%s is not a psyne channel (init state %08x, magic %016llx)", ch->path,
-                    init_state, (unsigned long long)magic);
+  if (exclusive && lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 0))
+    return psy_fail(PSY_E_SYSTEM, "downgrade lock %s: %s", ch->path, strerror(errno));
+  if (open_mode == PSY_CREATE) return psy_fail(PSY_E_EXISTS, "channel %s already exists", ch->path + 7);
+  return attach(ch, head, size, capacity, mode);
+}
+
+/* One attempt at a named segment: OPENED, RETRY, UNINITIALIZED, or a failure. */
+static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint32_t permissions, int32_t open_mode) {
+  ch->fd = -1;
+  if (open_mode != PSY_ATTACH) ch->fd = shm_open(ch->path, O_RDWR | O_CREAT | O_EXCL, (mode_t)permissions);
+  if (ch->fd < 0 && (open_mode == PSY_ATTACH || errno == EEXIST)) ch->fd = shm_open(ch->path, O_RDWR, 0);
+  if (ch->fd < 0) {
+    if (errno == ENOENT) return open_mode == PSY_ATTACH ? psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", ch->path + 7) : RETRY;
+    return psy_fail(PSY_E_SYSTEM, "shm_open %s: %s", ch->path, strerror(errno));
   }
-  /* not initialized: its creator is about to, or died trying */
-  if (open_mode == PSY_ATTACH || lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0)) {
-    release_fd(ch);
-    return 1;
-  }
-  int32_t rc = initialize(ch, capacity ? capacity : PSY_DEFAULT_CAPACITY, mode >= 0 ? mode : PSY_SPSC);
-  if (!rc && lock_byte(ch->fd, F_RDLCK, PSY_LOCK_ATTACH, 0)) /* atomic downgrade: let attachers in */
-    rc = psy_fail(PSY_E_SYSTEM, "downgrade lock %s: %s", ch->path, strerror(errno));
-  if (rc) {
+  int32_t rc = initialize_or_attach(ch, capacity, mode, permissions, open_mode);
+  if (rc != OPENED) {
     if (ch->base) munmap(ch->base, ch->map_size);
     ch->base = NULL;
     release_fd(ch);
@@ -262,11 +316,128 @@ static int32_t open_once(psy_channel *ch, uint32_t capacity, int32_t mode, uint3
   return rc;
 }
 
+/* ---- private channels (memory://): anonymous memory found by name in this process ----------- */
+
+#ifdef __linux__
+#include <sys/syscall.h>
+
+typedef struct private_segment {
+  char name[PSY_NAME_MAX + 1];
+  int fd; /* the memfd; each handle opens its own description of it (for the OFD locks) */
+  struct private_segment *next;
+} private_segment;
+
+static pthread_mutex_t private_lock = PTHREAD_MUTEX_INITIALIZER;
+static private_segment *private_segments;
+
+static private_segment **find_private(const char *name) {
+  private_segment **at = &private_segments;
+  while (*at && strcmp((*at)->name, name) != 0) at = &(*at)->next;
+  return at;
+}
+
+/* A new open file description of the memfd: locks taken through it are this handle's own. */
+static int reopen(int fd) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static int32_t open_private(psy_channel *ch, uint32_t capacity, int32_t mode, int32_t open_mode) {
+  const char *name = ch->path + 7;
+  pthread_mutex_lock(&private_lock);
+  private_segment **at = find_private(name), *seg = *at;
+  int32_t rc = 0;
+  if (!seg && open_mode == PSY_ATTACH) rc = psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", name);
+  else if (seg && open_mode == PSY_CREATE) rc = psy_fail(PSY_E_EXISTS, "channel %s already exists", name);
+  else if (!seg) {
+    int fd = (int)syscall(SYS_memfd_create, ch->path + 1, 1u /* MFD_CLOEXEC */);
+    if (fd < 0 || !(seg = calloc(1, sizeof *seg))) {
+      rc = psy_fail(PSY_E_SYSTEM, "memfd_create %s: %s", name, strerror(errno));
+      if (fd >= 0) close(fd);
+    } else {
+      snprintf(seg->name, sizeof seg->name, "%s", name);
+      seg->fd = fd;
+      seg->next = private_segments;
+      private_segments = seg;
+    }
+  }
+  if (!rc) {
+    ch->fd = reopen(seg->fd);
+    rc = ch->fd < 0 ? psy_fail(PSY_E_SYSTEM, "reopen memfd of %s: %s", name, strerror(errno))
+                    : initialize_or_attach(ch, capacity, mode, 0600, open_mode);
+    if (rc) { /* nobody waits on these locks here: the mutex serializes private opens */
+      if (ch->base) munmap(ch->base, ch->map_size);
+      ch->base = NULL;
+      release_fd(ch);
+    }
+  }
+  pthread_mutex_unlock(&private_lock);
+  return rc;
+}
+
+/* The last handle of a private channel left (under private_lock, taken before the attach lock as
+ * open_private does): forget it; the memory goes with the memfd's last reference. */
+static void forget_private(const char *name) {
+  private_segment **at = find_private(name), *seg = *at;
+  if (seg) {
+    *at = seg->next;
+    close(seg->fd);
+    free(seg);
+  }
+}
+static void lock_private(psy_channel *ch, int lock) {
+  if (!ch->private_memory) return;
+  if (lock) pthread_mutex_lock(&private_lock);
+  else pthread_mutex_unlock(&private_lock);
+}
+#else /* no memfd: a segment named by pid (psy_open renames it), unlinked by the last handle */
+static int32_t open_private(psy_channel *ch, uint32_t capacity, int32_t mode, int32_t open_mode) {
+  return open_once(ch, capacity, mode, 0600, open_mode);
+}
+static void forget_private(const char *name) { (void)name; }
+static void lock_private(psy_channel *ch, int lock) { (void)ch, (void)lock; }
+#endif
+
+/* ---- handles ---------------------------------------------------------------------------- */
+
+/* Every open handle of this process: a child forked without exec must not keep its parent's
+ * locks alive (the parent would never look dead), so the child closes them (fork_child). */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static psy_channel *open_handles;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void) { pthread_mutex_lock(&handles_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
+static void fork_child(void) {
+  for (psy_channel *ch = open_handles; ch; ch = ch->next_open) {
+    release_fd(ch); /* the parent's locks now live and die with the parent alone */
+    for (int kind = 0; kind < PSY_WAIT_KINDS; kind++) ch->waiters[kind] = NULL; /* threads do not survive fork */
+  }
+  pthread_mutex_unlock(&handles_lock);
+}
+static void install_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
+static void track(psy_channel *ch, int add) {
+  pthread_mutex_lock(&handles_lock);
+  psy_channel **at = &open_handles;
+  while (*at && *at != ch) at = &(*at)->next_open;
+  if (add && !*at) {
+    ch->next_open = open_handles;
+    open_handles = ch;
+  } else if (!add && *at) {
+    *at = ch->next_open;
+  }
+  pthread_mutex_unlock(&handles_lock);
+}
+
 psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_t permissions,
                       int32_t open_mode, int32_t *error) {
   int32_t rc = 0, ignored;
   psy_channel *ch = NULL;
   if (!error) error = &ignored;
+  int private_memory = (open_mode & PSY_OPEN_PRIVATE) != 0;
+  open_mode &= ~PSY_OPEN_PRIVATE;
   if (mode < -1 || mode > PSY_BROADCAST)
     rc = psy_fail(PSY_E_INVALID_ARG, "unknown channel mode %d", mode);
   else if (open_mode < PSY_CREATE_OR_ATTACH || open_mode > PSY_ATTACH)
@@ -279,24 +450,35 @@ psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_
     rc = psy_fail(PSY_E_SYSTEM, "out of memory");
   if (!rc) {
     ch->fd = -1;
+    ch->slot = -1;
+    ch->private_memory = private_memory;
     rc = segment_path(ch->path, sizeof ch->path, name);
+#ifndef __linux__
+    if (!rc && private_memory) snprintf(ch->path, sizeof ch->path, "/psyne.mem-%d-%.180s", (int)getpid(), name);
+#endif
   }
+  pthread_once(&fork_once, install_fork_handlers);
+  events_init(); /* before the first publish, in every process */
   if (capacity) capacity = round_capacity(capacity);
-  double deadline = now_ms() + 2000;
+  double start = now_ms(), uninitialized_since = 0;
   while (!rc) {
-    rc = open_once(ch, capacity, mode, permissions, open_mode);
-    if (rc != 1) break;
-    if (now_ms() > deadline) {
-      rc = open_mode == PSY_ATTACH
-               ? psy_fail(PSY_E_NOT_FOUND, "channel %s exists but was never initialized", ch->path + 7)
-               : psy_fail(PSY_E_SYSTEM, "channel %s: could not create or attach within 2 s", ch->path + 7);
+    rc = private_memory ? open_private(ch, capacity, mode, open_mode) : open_once(ch, capacity, mode, permissions, open_mode);
+    if (rc == OPENED) break;
+    if (rc < 0) break;
+    double now = now_ms();
+    if (rc == UNINITIALIZED && !uninitialized_since) uninitialized_since = now;
+    if (uninitialized_since && now - uninitialized_since > 50) { /* no creator is coming back to it */
+      rc = psy_fail(PSY_E_NOT_FOUND, "channel %s exists but was never initialized (its creator died?)", ch->path + 7);
+      break;
+    }
+    if (now - start > 2000) {
+      rc = psy_fail(PSY_E_SYSTEM, "channel %s: could not create or attach within 2 s", ch->path + 7);
       break;
     }
     rc = 0;
     pause_briefly();
   }
-  if (!rc) rc = participants_join(ch);
-  fences_init();
+  if (!rc) rc = participants_join(ch, ring_settle_slot);
   if (rc) {
     if (ch && ch->base) munmap(ch->base, ch->map_size);
     if (ch) release_fd(ch);
@@ -304,23 +486,30 @@ psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode, uint32_
     *error = rc;
     return NULL;
   }
+  track(ch, 1);
   *error = 0;
   return ch;
 }
 
 int32_t psy_close(psy_channel *ch) {
   if (!ch) return psy_fail(PSY_E_INVALID_ARG, "close of a null channel");
+  track(ch, 0);
   waiters_stop(ch);
-  ring_close(ch);
-  participants_leave(ch);
-  /* Last one out removes the segment, unless it still holds messages nobody received. Drop the
-   * read lock before trying the write lock: two handles closing at once would otherwise each see
-   * the other's read lock and both leave the segment behind. An attacher that slips in between
-   * holds a read lock (so nobody removes), or finds the name unlinked and starts afresh. */
-  lock_byte(ch->fd, F_UNLCK, PSY_LOCK_ATTACH, 0);
-  if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0) {
-    if (ring_has_unread(ch)) debug_log(ch, "last to detach; kept: it holds undelivered messages");
-    else if (still_linked(ch) && shm_unlink(ch->path) == 0) debug_log(ch, "last to detach: removed");
+  if (ch->fd >= 0) { /* not a handle inherited through fork: that one only unmaps */
+    ring_close(ch);
+    participants_leave(ch);
+    /* Last one out removes the segment, unless it still holds messages nobody received. Drop the
+     * read lock before trying the write lock: two handles closing at once would otherwise each
+     * see the other's read lock and both leave the segment behind. An attacher that slips in
+     * between holds a read lock (so nobody removes), or finds the name unlinked and starts afresh. */
+    lock_private(ch, 1);
+    lock_byte(ch->fd, F_UNLCK, PSY_LOCK_ATTACH, 0);
+    if (lock_byte(ch->fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0) {
+      if (ring_has_unread(ch)) debug_log(ch, "last to detach; kept: it holds undelivered messages");
+      else if (ch->private_memory) forget_private(ch->path + 7);
+      else if (still_linked(ch) && shm_unlink(ch->path) == 0) debug_log(ch, "last to detach: removed");
+    }
+    lock_private(ch, 0);
   }
   munmap(ch->base, ch->map_size);
   release_fd(ch);
@@ -367,20 +556,39 @@ int32_t psy_inspect(const char *name, uint8_t *header_out, uint32_t *alive_out) 
   return validate(&probe, header_out, st.st_size);
 }
 
-int32_t psy_remove_if_stale(const char *name) {
+/* Does the (unattached, write-locked) segment hold a message nobody received? Maps it to look:
+ * an unreadable or corrupt one counts as holding messages (never delete data blindly), an
+ * uninitialized one (its creator died) as empty. */
+static int holds_messages(psy_channel *probe) {
+  uint8_t head[PSY_CONTROL_SIZE];
+  off_t size;
+  uint32_t init_state;
+  if (read_control(probe, head, &size)) return 1;
+  memcpy(&init_state, head + PSY_OFF_INIT_STATE, 4);
+  if (init_state == 0 && size <= (off_t)PSY_CONTROL_SIZE) return 0;
+  if (init_state != PSY_INIT_READY || validate(probe, head, size) || map_segment(probe)) return 1;
+  int unread = ring_has_unread(probe);
+  munmap(probe->base, probe->map_size);
+  probe->base = NULL;
+  return unread;
+}
+
+int32_t psy_remove_if_stale(const char *name, int32_t only_if_empty) {
   psy_channel probe;
   memset(&probe, 0, sizeof probe);
   int32_t rc = segment_path(probe.path, sizeof probe.path, name);
   if (rc) return rc;
   probe.fd = shm_open(probe.path, O_RDWR, 0);
+  probe.slot = -1;
   if (probe.fd < 0) {
     if (errno == ENOENT) return psy_fail(PSY_E_NOT_FOUND, "channel %s does not exist", name);
     return psy_fail(PSY_E_SYSTEM, "shm_open %s: %s", probe.path, strerror(errno));
   }
   /* the attach byte is read-locked by every attached handle: if we can write-lock it, nobody is
    * attached, and anyone attaching now waits for us, then finds the name gone and starts afresh */
-  int removed = lock_byte(probe.fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && still_linked(&probe) && shm_unlink(probe.path) == 0;
-  if (removed) debug_log(&probe, "removed: no live process was attached");
+  int removed = lock_byte(probe.fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && still_linked(&probe) &&
+                !(only_if_empty && holds_messages(&probe)) && (HOOK("remove_checked"), shm_unlink(probe.path) == 0);
+  if (removed) debug_log(&probe, "removed: no live process was attached%s", only_if_empty ? " and it held no message" : "");
   close(probe.fd);
   return removed;
 }
@@ -393,3 +601,4 @@ double psy_map_size(const psy_channel *ch) { return (double)ch->map_size; }
 uint32_t psy_capacity(const psy_channel *ch) { return ch->capacity; }
 int32_t psy_mode(const psy_channel *ch) { return ch->mode; }
 int32_t psy_slot(const psy_channel *ch) { return ch->slot; }
+double psy_unflushed(psy_channel *ch) { return (double)ring_unflushed(ch); }

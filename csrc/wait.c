@@ -1,83 +1,22 @@
-/* Waiting without spinning: futex event counts in the segment, bumped by whoever publishes
- * messages (data) or frees space (space) when somebody waits, and a waiter thread per handle and
- * kind that sleeps on one and calls back into JavaScript.
+/* Waiting without spinning: a waiter registers on an event count in the segment (events.c), re-
+ * checks the ring, and sleeps on the count; whoever publishes messages or frees space bumps it
+ * when somebody waits. psy_wait blocks the calling thread; for event loops, a waiter thread per
+ * handle and kind sleeps instead and calls back into JavaScript.
  *
- * The protocol never loses a wake-up. The waiter registers (waiters++, seq_cst), reads the event
- * count, then re-checks the ring; the publisher stores its cursor (seq_cst) and then reads
- * waiters. In the total order either the waiter's re-check sees the new cursor, or the publisher
- * sees the waiter and bumps the count, which makes the waiter's futex_wait return at once. A
+ * In the total order of events.c either the waiter's re-check sees the new cursor, or the
+ * publisher sees the waiter and bumps the count, which makes the futex wait return at once. A
  * slow safety re-poll (WAKE_SAFETY_MS) bounds the damage of anything unforeseen: it wakes
- * JavaScript only if a cursor moved, or once a second (which also drives crash recovery).
+ * JavaScript only if a cursor moved, or once a second, or when a dead participant may hold the
+ * ring (which also drives crash recovery).
  *
  * Arming and re-checking run on the handle's own thread (psy_waiter_arm); the waiter thread only
- * watches the event count, so it never touches the handle's ring state.
- *
- * The fence is asymmetric where Linux allows it: publishing is on every message, waiting is rare.
- * Publishers store their cursor with a plain release store (publish_cursor); a waiter, after
- * registering, runs membarrier(GLOBAL_EXPEDITED), which makes every process that registered for
- * it pass a full barrier. Either a publisher's cursor store came before that barrier (and the
- * waiter's re-check sees it) or its later load of the waiters count comes after it (and sees the
- * waiter). Without membarrier, publishers use seq_cst stores and the waiter an ordinary fence. */
+ * watches the event count and shared cursors, so it never touches the handle's ring state. */
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#ifdef __linux__
-#include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* shared (not FUTEX_PRIVATE): the word lives in a segment other processes map */
-static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
-  struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
-  int op = shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE;
-  if (syscall(SYS_futex, word, op, expected, timeout_ms < 0 ? NULL : &ts, NULL, 0) == 0) return 0;
-  return errno; /* ETIMEDOUT, EINTR, or EAGAIN (the value already changed) */
-}
-static void futex_wake_all(uint32_t *word, int shared) {
-  syscall(SYS_futex, word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-#else /* no futex (macOS): sleep in short steps; correct, just slower to wake */
-static int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
-  (void)shared;
-  for (int32_t waited = 0; timeout_ms < 0 || waited < timeout_ms; waited++) {
-    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) return 0;
-    struct timespec ts = {0, 1000000L};
-    if (nanosleep(&ts, NULL) && errno == EINTR) return EINTR;
-  }
-  return ETIMEDOUT;
-}
-static void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
-#endif
-
-int psy_fast_publish;
-static pthread_once_t fences_once = PTHREAD_ONCE_INIT;
-
-static void register_fences(void) {
-#ifdef __linux__
-  long mask = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-  int wanted = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
-  if (mask > 0 && (mask & wanted) == wanted && syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
-    psy_fast_publish = 1;
-#endif
-}
-
-/* Once per process, before its first publish: join the processes membarrier reaches. */
-void fences_init(void) { pthread_once(&fences_once, register_fences); }
-
-/* The waiter's half of the fence (see the top of this file). */
-static void waiter_fence(void) {
-#ifdef __linux__
-  if (psy_fast_publish && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0) return;
-#endif
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
 
 #define WAKE_SAFETY_MS 50   /* a parked waiter looks at the ring this often whatever happens... */
 #define WAKE_FALLBACK_MS 1000 /* ...and calls back at least this often even if nothing moved */
@@ -90,54 +29,43 @@ struct psy_waiter {
   pthread_t thread;
   uint32_t ctl;        /* CTL_*: set by the handle's thread, read by the waiter thread */
   uint32_t armed_seq;  /* the event count seen when armed */
-  uint32_t armed_print; /* the ring's cursors when armed (cursor_print) */
+  uint64_t armed_print; /* the ring's cursors when armed (cursor_print) */
   psy_wake_callback callback;
 };
 
-static uint32_t seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
-static uint32_t waiting_bit(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_WAITING_DATA : PSY_WAITING_SPACE; }
-
-/* Called after a cursor store that may satisfy waiters (the store is seq_cst, so this load is
- * ordered after it). Costs one load when nobody waits. */
-void notify_waiters(psy_channel *ch, int32_t kind) {
-  uint32_t off = seq_offset(kind);
-  if (load32(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ)) == 0) return;
-  __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
-  futex_wake_all(u32_at(ch, off), 1);
+static uint32_t waiting_bit(int32_t kind) {
+  return kind == PSY_WAIT_DATA ? PSY_WAITING_DATA : kind == PSY_WAIT_SPACE ? PSY_WAITING_SPACE : PSY_WAITING_FLUSH;
 }
 
 /* A fingerprint of every shared cursor: if it has not changed, nothing a waiter could want has
  * happened, so a safety timeout need not wake JavaScript. Reads shared words only (the waiter
  * thread must not touch the handle's private state). */
-static uint32_t cursor_print(const psy_channel *ch) {
-  uint32_t print = 0;
-  const uint32_t offsets[] = {PSY_OFF_TAIL, PSY_OFF_CLAIM_TAIL, PSY_OFF_HEAD, PSY_OFF_CLAIM_HEAD, PSY_OFF_RETURNED};
-  for (unsigned i = 0; i < sizeof offsets / sizeof *offsets; i++) print = print * 2654435761u + load32(u32_at(ch, offsets[i]));
+static uint64_t cursor_print(const psy_channel *ch) {
+  uint64_t print = load32(u32_at(ch, PSY_OFF_RETURNED));
+  const uint32_t offsets[] = {PSY_OFF_TAIL, PSY_OFF_CLAIM_TAIL, PSY_OFF_HEAD, PSY_OFF_CLAIM_HEAD};
+  for (unsigned i = 0; i < sizeof offsets / sizeof *offsets; i++) print = print * 0x9e3779b97f4a7c15ull + load64(u64_at(ch, offsets[i]));
   return print;
-}
-
-static int is_ready(psy_channel *ch, int32_t kind, uint32_t length) {
-  return kind == PSY_WAIT_DATA ? ring_has_data(ch) : ring_has_space(ch, length);
 }
 
 /* Register as a waiter of `kind`; returns the event count to wait on. */
 static uint32_t register_waiter(psy_channel *ch, int32_t kind) {
-  uint32_t off = seq_offset(kind);
+  uint32_t off = event_seq_offset(kind);
   /* count first, then mark the slot (and the reverse to unregister): a crash in between leaves the
-   * count too high (a wasted wake-up), never too low (a lost one) once the slot is retired */
+   * count too high (publishers wake nobody until the segment is made anew), never too low (a
+   * lost wake-up) once the slot is retired */
   __atomic_fetch_add(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
-  __atomic_fetch_or((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
-  waiter_fence();
+  __atomic_fetch_or(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
+  waiter_fence(ch);
   return load32(u32_at(ch, off));
 }
 
 static void unregister_waiter(psy_channel *ch, int32_t kind) {
-  __atomic_fetch_and((uint32_t *)(slot_at(ch, (uint32_t)ch->slot) + PSY_SLOT_WAITING), ~waiting_bit(kind), __ATOMIC_SEQ_CST);
-  __atomic_fetch_sub(u32_at(ch, seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  __atomic_fetch_and(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), ~waiting_bit(kind), __ATOMIC_SEQ_CST);
+  __atomic_fetch_sub(u32_at(ch, event_seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
 }
 
 static int32_t check_kind(int32_t kind) {
-  if (kind != PSY_WAIT_DATA && kind != PSY_WAIT_SPACE) return psy_fail(PSY_E_INVALID_ARG, "unknown wait kind %d", kind);
+  if (kind < PSY_WAIT_DATA || kind > PSY_WAIT_FLUSHED) return psy_fail(PSY_E_INVALID_ARG, "unknown wait kind %d", kind);
   return 0;
 }
 
@@ -151,7 +79,7 @@ int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout
     ring_maybe_recover(ch);
     uint32_t seq = register_waiter(ch, kind);
     int32_t slice = timeout_ms < 0 || timeout_ms - waited > WAKE_SAFETY_MS ? WAKE_SAFETY_MS : timeout_ms - waited;
-    err = is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, seq_offset(kind)), seq, slice, 1);
+    err = ring_is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, event_seq_offset(kind)), seq, slice, 1);
     unregister_waiter(ch, kind);
     if (err != ETIMEDOUT) break;
   }
@@ -162,7 +90,7 @@ int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout
 
 static void *waiter_main(void *arg) {
   psy_waiter *w = arg;
-  uint32_t *seq = u32_at(w->ch, seq_offset(w->kind));
+  uint32_t *seq = u32_at(w->ch, event_seq_offset(w->kind));
   for (;;) {
     uint32_t ctl = __atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST);
     if (ctl == CTL_STOP) return NULL;
@@ -211,7 +139,7 @@ int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length) {
   if (!w) return psy_fail(PSY_E_STATE, "no waiter thread for kind %d: call psy_waiter_start first", kind);
   if (__atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST) == CTL_ARMED) return 0;
   uint32_t seq = register_waiter(ch, kind);
-  if (is_ready(ch, kind, length)) {
+  if (ring_is_ready(ch, kind, length)) {
     unregister_waiter(ch, kind);
     return 1;
   }
@@ -234,13 +162,13 @@ int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind) {
 
 /* Stops and joins the waiter threads: after this no callback runs. */
 void waiters_stop(psy_channel *ch) {
-  for (int kind = 0; kind < 2; kind++) {
+  for (int kind = 0; kind < PSY_WAIT_KINDS; kind++) {
     psy_waiter *w = ch->waiters[kind];
     if (!w) continue;
     psy_waiter_disarm(ch, kind);
     __atomic_store_n(&w->ctl, CTL_STOP, __ATOMIC_SEQ_CST);
     futex_wake_all(&w->ctl, 0);
-    futex_wake_all(u32_at(ch, seq_offset(kind)), 1); /* others re-check and sleep again */
+    futex_wake_all(u32_at(ch, event_seq_offset(kind)), 1); /* others re-check and sleep again */
     pthread_join(w->thread, NULL);
     free(w);
     ch->waiters[kind] = NULL;

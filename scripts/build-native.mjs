@@ -6,6 +6,8 @@
 //   node scripts/build-native.mjs --all      every supported platform (cross-compiled; for npm pack)
 //   --lenient (the install hook): a failed build warns instead of failing the install; psyne then
 //   says at run time that it has no library for this platform
+//   node scripts/build-native.mjs --test-hooks   the test library (kill and stall points compiled
+//   in, build.zig -Dtest-hooks=true) into build/test-hooks/lib/, unless up to date; never packed
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -35,8 +37,7 @@ function findZig() {
   return "zig"; // from PATH, if any
 }
 
-function upToDate(platform) {
-  const built = libraryOf(platform);
+function upToDate(platform, built = libraryOf(platform)) {
   if (!existsSync(built)) return false;
   const sources = [...readdirSync(join(root, "csrc")).map((f) => join(root, "csrc", f)), join(root, "build.zig")];
   return sources.every((f) => statSync(f).mtimeMs <= statSync(built).mtimeMs);
@@ -65,6 +66,16 @@ function writeNativeLibs() {
     "",
   ];
   writeFileSync(join(root, "src", "native-libs.ts"), lines.join("\n"));
+}
+
+if (process.argv.includes("--test-hooks")) {
+  const prefix = join(root, "build", "test-hooks");
+  const built = join(prefix, "lib", targets[host].file);
+  if (process.argv.includes("--force") || !upToDate(host, built)) {
+    execFileSync(findZig(), ["build", "-Doptimize=ReleaseFast", "-Dtest-hooks=true", "--prefix", prefix], { cwd: root, stdio: "inherit" });
+    console.log(`psyne: built the test library ${built}`);
+  }
+  process.exit(0);
 }
 
 const all = process.argv.includes("--all");

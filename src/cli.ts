@@ -45,6 +45,9 @@ function parse() {
 
 const kib = (n: number | undefined) => (n === undefined ? "-" : n >= 1 << 20 ? `${n / (1 << 20)} MiB` : `${Math.round(n / 1024)} KiB`);
 
+/** JSON has no 64-bit integers: positions are printed as decimal strings. */
+const bigintsAsStrings = (_key: string, value: unknown) => (typeof value === "bigint" ? value.toString() : value);
+
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd()).join("\n");
@@ -52,7 +55,7 @@ function table(rows: string[][]): string {
 
 function ls(json: boolean): void {
   const channels = listChannels();
-  if (json) return void console.log(JSON.stringify(channels, null, 2));
+  if (json) return void console.log(JSON.stringify(channels, bigintsAsStrings, 2));
   if (channels.length === 0) return void console.log("no psyne channels");
   const rows = [["NAME", "MODE", "CAPACITY", "IN USE", "PROCS", "STATE"]];
   for (const c of channels) {
@@ -65,7 +68,7 @@ function ls(json: boolean): void {
 function stat(name: string, json: boolean): number {
   const info: ChannelInfo = inspectChannel(name);
   if (json) {
-    console.log(JSON.stringify(info, null, 2));
+    console.log(JSON.stringify(info, bigintsAsStrings, 2));
     return info.state === "corrupt" ? 1 : 0;
   }
   if (info.state === "corrupt") {

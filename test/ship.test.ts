@@ -14,6 +14,9 @@ const root = join(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "psyne-ship-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+// the executables must use the library embedded in them, not one a test run points PSYNE_LIB at
+const { PSYNE_LIB: _, ...embeddedEnv } = process.env;
+
 describe("bun build --compile", () => {
   const exe = join(dir, "build", "consumer");
   const elsewhere = join(dir, "elsewhere");
@@ -26,7 +29,7 @@ describe("bun build --compile", () => {
     copyFileSync(exe, moved); // nothing of psyne beside it
     Bun.spawnSync(["chmod", "+x", moved]);
     const uri = `ipc://${uniqueName("compiled")}`;
-    const consumer = Bun.spawn([moved, uri], { cwd: elsewhere, stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+    const consumer = Bun.spawn([moved, uri], { cwd: elsewhere, env: embeddedEnv, stdout: "pipe", stderr: "pipe", timeout: 60_000 });
     const producer = spawnBun(example("ipc_producer.ts"), [uri, "--interval-ms", "0"]);
     const [out] = await Promise.all([new Response(consumer.stdout).text(), finish(producer)]);
     expect(await consumer.exited).toBe(0);
@@ -37,7 +40,7 @@ describe("bun build --compile", () => {
     const moved = join(elsewhere, "consumer");
     const child = Bun.spawn([moved, `ipc://${uniqueName("no-tmp")}`], {
       cwd: elsewhere,
-      env: { ...process.env, TMPDIR: "/nonexistent/psyne", BUN_TMPDIR: "/nonexistent/psyne" },
+      env: { ...embeddedEnv, TMPDIR: "/nonexistent/psyne", BUN_TMPDIR: "/nonexistent/psyne" },
       stdout: "pipe",
       stderr: "pipe",
       timeout: 30_000,

@@ -85,10 +85,13 @@ export function parseUri(uri: unknown): { scheme: string; name: string } {
   return { scheme, name };
 }
 
-/** The segment name behind a URI; memory:// channels are private to this process and its Workers. */
-export function segmentName(scheme: string, name: string): string {
-  return scheme === "memory" ? `mem-${process.pid}-${name}` : name;
+/** The segment name behind a URI (memory:// channels have none in /dev/shm: see PRIVATE). */
+export function segmentName(_scheme: string, name: string): string {
+  return name;
 }
+
+/** psyne.h PSY_OPEN_PRIVATE: the channel lives in this process's memory, shared with its Workers only. */
+const PRIVATE = 0x100;
 
 /** Internal: observe a channel without consuming (see Channel[PEEK]). */
 export const PEEK = Symbol("psyne.peek");
@@ -153,7 +156,7 @@ export class Channel implements MessageChannel {
       bufferSize,
       mode === undefined ? -1 : modeIds[mode],
       permissions,
-      openModeIds[open],
+      openModeIds[open] | (scheme === "memory" ? PRIVATE : 0),
       ptr(errorOut),
     );
     if (!handle) {
@@ -643,6 +646,7 @@ export function createChannel(uri: string, sizeOrOptions?: number | ChannelOptio
 /** Removes a channel's segment by name or URI; true if it existed. Attached processes keep working. */
 export function removeChannel(nameOrUri: string): boolean {
   const { scheme, name } = parseUri(nameOrUri.includes("://") ? nameOrUri : `ipc://${nameOrUri}`);
+  if (scheme === "memory") return false; // no name to remove: it goes with its last handle, or with the process
   const rc = lib.psy_unlink(cstr(segmentName(scheme, name)));
   if (rc === 0) return true;
   if (rc === NativeCode.NOT_FOUND) return false;

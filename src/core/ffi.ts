@@ -18,7 +18,7 @@ const symbols = {
   psy_close: { args: [P], returns: i32 },
   psy_unlink: { args: [cstring], returns: i32 },
   psy_inspect: { args: [cstring, P, P], returns: i32 },
-  psy_remove_if_stale: { args: [cstring], returns: i32 },
+  psy_remove_if_stale: { args: [cstring, i32], returns: i32 },
   psy_base: { args: [P], returns: P },
   psy_map_size: { args: [P], returns: f64 },
   psy_capacity: { args: [P], returns: u32 },
@@ -39,6 +39,7 @@ const symbols = {
   psy_polled: { args: [P], returns: P },
   psy_claimed: { args: [P], returns: P },
   psy_used: { args: [P], returns: u32 },
+  psy_unflushed: { args: [P], returns: f64 },
   psy_peek: { args: [P], returns: i32 },
   psy_peek_intact: { args: [P], returns: i32 },
   // waiting

@@ -27,7 +27,8 @@ export interface HeaderInfo {
   bytesReceived: number;
   fullEvents: number;
   createdAt: Date;
-  cursors: { head: number; tail: number; claimHead: number; claimTail: number };
+  /** 64-bit positions (bytes ever written), as bigints. */
+  cursors: { head: bigint; tail: bigint; claimHead: bigint; claimTail: bigint };
   processes: ProcessInfo[];
 }
 
@@ -65,16 +66,17 @@ export function readHeader(view: DataView, alive: (slot: number) => boolean, sel
     });
   }
   const capacity = u32(layout.OFF_CAPACITY);
+  const position = (offset: number) => view.getBigUint64(offset, true);
   const cursors = {
-    head: u32(layout.OFF_HEAD),
-    tail: u32(layout.OFF_TAIL),
-    claimHead: u32(layout.OFF_CLAIM_HEAD),
-    claimTail: u32(layout.OFF_CLAIM_TAIL),
+    head: position(layout.OFF_HEAD),
+    tail: position(layout.OFF_TAIL),
+    claimHead: position(layout.OFF_CLAIM_HEAD),
+    claimTail: position(layout.OFF_CLAIM_TAIL),
   };
   return {
     mode: modeNames[u32(layout.OFF_MODE)] ?? "unknown",
     capacity,
-    bytesInUse: Math.min(capacity, (cursors.tail - cursors.head) >>> 0),
+    bytesInUse: Math.min(capacity, Number(BigInt.asUintN(64, cursors.tail - cursors.head))),
     messagesSent: totals[0]!,
     bytesSent: totals[1]!,
     messagesReceived: totals[2]!,

@@ -71,7 +71,7 @@ export function removeStaleChannels(options: { prefix?: string | undefined } = {
   const removed: string[] = [];
   for (const info of listChannels()) {
     if (info.state === "live" || !info.name.startsWith(options.prefix ?? "")) continue;
-    const rc = lib.psy_remove_if_stale(cstr(info.name));
+    const rc = lib.psy_remove_if_stale(cstr(info.name), 0);
     if (rc === 1) removed.push(info.name);
     else if (rc < 0 && rc !== NativeCode.NOT_FOUND) throw fromNative(rc, lastError());
   }

@@ -1,0 +1,116 @@
+/* Event counts and fences: the publisher's half of waiting without spinning.
+ *
+ * Whoever publishes messages (data) or frees space (space) stores its cursor, then looks at the
+ * waiters count of that kind and, only if somebody waits, bumps the event count and futex-wakes
+ * it. A waiter registers (waiters++), then re-checks the ring, then sleeps on the event count
+ * (wait.c). For no wake-up to be lost, the publisher's "store cursor, load waiters" and the
+ * waiter's "store waiters, load cursor" must not both miss each other (store buffering).
+ *
+ * The fence is asymmetric where the channel allows it: publishing is on every message, waiting
+ * is rare. In PSY_FENCE_ASYMMETRIC channels publishers store with a plain release store and every
+ * waiter, after registering, runs membarrier(GLOBAL_EXPEDITED), which makes every thread of every
+ * process registered for it pass a full barrier: either a publisher's store came before that
+ * barrier (the waiter's re-check sees it) or its load of the waiters count comes after it (and
+ * sees the waiter). The choice is made per channel, not per process: a process that cannot run
+ * membarrier turns its channel PSY_FENCE_SYMMETRIC when it attaches (before it ever waits), and
+ * from then on every publisher stores with seq_cst and every waiter runs an ordinary fence. */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* shared (not FUTEX_PRIVATE) for words in a segment that other processes map */
+int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
+  struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+  int op = shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE;
+  if (syscall(SYS_futex, word, op, expected, timeout_ms < 0 ? NULL : &ts, NULL, 0) == 0) return 0;
+  return errno; /* ETIMEDOUT, EINTR, or EAGAIN (the value already changed) */
+}
+void futex_wake_all(uint32_t *word, int shared) {
+  syscall(SYS_futex, word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+#else /* no futex (macOS): sleep in short steps; correct, just slower to wake */
+int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared) {
+  (void)shared;
+  for (int32_t waited = 0; timeout_ms < 0 || waited < timeout_ms; waited++) {
+    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) != expected) return 0;
+    struct timespec ts = {0, 1000000L};
+    if (nanosleep(&ts, NULL) && errno == EINTR) return EINTR;
+  }
+  return ETIMEDOUT;
+}
+void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
+#endif
+
+/* What this process can do: be a target of membarrier (so it may publish with release stores),
+ * and issue one (so it may wait on an asymmetric channel). */
+static int registered, can_issue;
+static pthread_once_t events_once = PTHREAD_ONCE_INIT;
+
+static void probe_membarrier(void) {
+#ifdef PSY_TEST_HOOKS
+  const char *off = getenv("PSY_TEST_NO_MEMBARRIER"); /* as if seccomp or an old kernel forbade it */
+  if (off && *off == '1') return;
+#endif
+#ifdef __linux__
+  long mask = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (mask <= 0 || !(mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED)) return;
+  can_issue = syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
+  registered = (mask & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+               syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+void events_init(void) { pthread_once(&events_once, probe_membarrier); }
+
+void events_attach(psy_channel *ch, int creating) {
+  uint32_t *mode = u32_at(ch, PSY_OFF_FENCE_MODE);
+  if (creating) store32(mode, registered && can_issue ? PSY_FENCE_ASYMMETRIC : PSY_FENCE_SYMMETRIC);
+  else if (!can_issue && load32(mode) != PSY_FENCE_SYMMETRIC) {
+    store32(mode, PSY_FENCE_SYMMETRIC); /* sticky: every publisher's next store is seq_cst */
+    debug_log(ch, "this process cannot run membarrier: publishers of this channel now use seq_cst stores");
+  }
+}
+
+static inline int asymmetric(const psy_channel *ch) {
+  return __atomic_load_n(u32_at(ch, PSY_OFF_FENCE_MODE), __ATOMIC_RELAXED) == PSY_FENCE_ASYMMETRIC;
+}
+
+void publish_position(psy_channel *ch, uint64_t *cursor, uint64_t value) {
+  if (registered && asymmetric(ch)) {
+    __atomic_store_n(cursor, value, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the waiters load after it */
+  } else {
+    store64(cursor, value);
+  }
+}
+
+void waiter_fence(psy_channel *ch) {
+  (void)ch;
+#ifdef __linux__
+  if (asymmetric(ch)) {
+    if (can_issue && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0) return;
+    store32(u32_at(ch, PSY_OFF_FENCE_MODE), PSY_FENCE_SYMMETRIC); /* cannot: fall back for everyone */
+  }
+#endif
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+uint32_t event_seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
+
+/* Called after a cursor store that may satisfy waiters. Costs one load when nobody waits. */
+void notify_waiters(psy_channel *ch, int32_t kind) {
+  uint32_t off = event_seq_offset(kind);
+  if (load32(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ)) == 0) return;
+  __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
+  futex_wake_all(u32_at(ch, off), 1);
+}

@@ -5,7 +5,10 @@
  * the n-th time (default 1st) execution passes that hook, the process dies by SIGKILL there, or
  * with PSY_HOOK_STALL_MS stalls there once for that long (a preemption at that exact line). It
  * says so on stderr first ("psyne-hook: kill name" / "psyne-hook: stall name"), so a test can
- * tell that its window was really reached. */
+ * tell that its window was really reached.
+ *
+ * PSY_TEST_DISABLE=mechanism[,mechanism] switches recovery mechanisms off (DISABLED() in the
+ * core), so a test can show that it fails without the mechanism it checks. */
 #include "internal.h"
 
 #ifdef PSY_TEST_HOOKS
@@ -43,5 +46,14 @@ void psy_hook(const char *name) {
   }
   fprintf(stderr, "psyne-hook: kill %s\n", name);
   raise(SIGKILL);
+}
+
+int psy_test_disabled(const char *mechanism) {
+  const char *list = getenv("PSY_TEST_DISABLE");
+  if (!list) return 0;
+  size_t n = strlen(mechanism);
+  for (const char *at = strstr(list, mechanism); at; at = strstr(at + 1, mechanism))
+    if ((at == list || at[-1] == ',') && (at[n] == 0 || at[n] == ',')) return 1;
+  return 0;
 }
 #endif

@@ -175,9 +175,12 @@ double monotonic_ms(void);
  * process die or stall (hooks.c). Compiled in only for the test build (-DPSY_TEST_HOOKS). */
 #ifdef PSY_TEST_HOOKS
 void psy_hook(const char *name);
+int psy_test_disabled(const char *mechanism); /* PSY_TEST_DISABLE=a,b: switch a recovery mechanism off */
 #define HOOK(name) psy_hook(name)
+#define DISABLED(mechanism) psy_test_disabled(mechanism)
 #else
 #define HOOK(name) ((void)0)
+#define DISABLED(mechanism) 0
 #endif
 
 /* ---- events.c: event counts and fences ------------------------------------------------- */
@@ -219,6 +222,8 @@ int recover_takers(psy_channel *ch);  /* SPMC/MPMC: messages dead consumers had 
 int recover_orphans(psy_channel *ch); /* single producer: a dead producer's committed, unpublished records */
 int recover_slot(psy_channel *ch, uint32_t slot); /* a joiner settles a dead slot (settle_slot_fn contract) */
 int orphans_possible(const psy_channel *ch); /* cheap: may a dead single producer have left records at tail? */
+/* A new single producer (it holds the role) publishes what a dead predecessor left: returns tail. */
+uint64_t recover_for_new_producer(psy_channel *ch);
 
 /* ---- ring.c (called by segment.c and wait.c) -------------------------------------------- */
 

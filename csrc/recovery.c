@@ -121,7 +121,7 @@ static int recover_claims_locked(psy_channel *ch) {
 }
 
 int recover_claims(psy_channel *ch) {
-  if (recovery_lock(ch, 0)) return 0; /* another is at it */
+  if (DISABLED("claims") || recovery_lock(ch, 0)) return 0; /* another is at it */
   int changed = recover_claims_locked(ch);
   recovery_unlock(ch);
   return changed;
@@ -156,7 +156,7 @@ static int recover_takers_locked(psy_channel *ch) {
 }
 
 int recover_takers(psy_channel *ch) {
-  if (recovery_lock(ch, 0)) return 0;
+  if (DISABLED("takers") || recovery_lock(ch, 0)) return 0;
   int changed = recover_takers_locked(ch);
   recovery_unlock(ch);
   return changed;
@@ -173,8 +173,7 @@ static int producer_alive(const psy_channel *ch) {
  * only allocated waits for that one. If it died, publish them (the unsent ones become abandoned)
  * so every message whose send() returned is delivered. The producer role's owner is dead, and a
  * new producer takes this lock before it looks at tail, so nobody else moves tail meanwhile. */
-static int recover_orphans_locked(psy_channel *ch) {
-  if (producer_alive(ch)) return 0;
+static int publish_orphans(psy_channel *ch) {
   uint64_t tail = load64(u64_at(ch, PSY_OFF_TAIL)), position = tail, end = tail;
   while (position - tail < ch->capacity) {
     record_header h;
@@ -194,11 +193,21 @@ static int recover_orphans_locked(psy_channel *ch) {
   return 1;
 }
 
+static int recover_orphans_locked(psy_channel *ch) { return !producer_alive(ch) && publish_orphans(ch); }
+
 int recover_orphans(psy_channel *ch) {
-  if (recovery_lock(ch, 0)) return 0;
+  if (DISABLED("orphans") || recovery_lock(ch, 0)) return 0;
   int changed = recover_orphans_locked(ch);
   recovery_unlock(ch);
   return changed;
+}
+
+uint64_t recover_for_new_producer(psy_channel *ch) {
+  int locked = recovery_lock(ch, 1) == 0;
+  if (locked && !DISABLED("orphans")) publish_orphans(ch); /* our predecessor is dead: we hold its role */
+  uint64_t tail = load64(u64_at(ch, PSY_OFF_TAIL));
+  if (locked) recovery_unlock(ch);
+  return tail;
 }
 
 int orphans_possible(const psy_channel *ch) {

@@ -52,6 +52,7 @@ static uint64_t slowest_subscriber(psy_channel *ch, int reap, int *corrupt) {
    * then role loads; so a subscriber we miss here starts at or after pub_pos */
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   uint64_t limit = ch->pub_pos, most_behind = 0;
+  int looked_again = 0;
   for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
     if (load32(slot_u32(ch, i, PSY_SLOT_STATE)) != PSY_SLOT_ACTIVE) continue;
     uint64_t roles = load64(slot_u64(ch, i, PSY_SLOT_ROLES));
@@ -64,10 +65,13 @@ static uint64_t slowest_subscriber(psy_channel *ch, int reap, int *corrupt) {
       *corrupt = 1;
       continue;
     }
-    if (behind && reap && !slot_alive(ch, i)) {
+    if (behind && reap && !DISABLED("reap") && !slot_alive(ch, i)) {
       HOOK("reap_checked");
-      if (participants_reap_subscriber(ch, i, roles)) continue; /* fails if the slot was taken again */
+      if (participants_reap_subscriber(ch, i, roles)) continue;
+      if (!looked_again++) i--; /* the slot was taken again meanwhile: look at its new owner */
+      continue;
     }
+    looked_again = 0;
     if (behind > most_behind) {
       most_behind = behind;
       limit = read_pos;
@@ -109,11 +113,9 @@ static int32_t become_producer(psy_channel *ch) {
     return 0;
   }
   /* single producer: start at the published tail, after publishing what a dead predecessor had
-   * committed behind an unsent claim (under the recovery lock, so no consumer does it meanwhile) */
-  int locked = recovery_lock(ch, 1) == 0;
-  if (recover_orphans(ch)) notify_waiters(ch, PSY_WAIT_DATA);
-  ch->claim_pos = ch->pub_pos = load64(u64_at(ch, PSY_OFF_TAIL));
-  if (locked) recovery_unlock(ch);
+   * committed behind an unsent claim */
+  ch->claim_pos = ch->pub_pos = recover_for_new_producer(ch);
+  notify_waiters(ch, PSY_WAIT_DATA);
   if (ch->mode == PSY_BROADCAST) {
     int corrupt = 0; /* free space ends at the subscribers, whatever a predecessor left */
     ch->head_cache = slowest_subscriber(ch, 1, &corrupt);
@@ -202,8 +204,8 @@ static int32_t claim(psy_channel *ch, uint32_t count, uint32_t length, uint32_t 
     __atomic_store_n(rec_word(rec), rec_word_of(ch, at, mine(ch, PSY_REC_CLAIMED)), __ATOMIC_RELEASE);
     if (i) HOOK("claim_header");
   }
+  HOOK("claim_written");
   if (multi_producer(ch)) {
-    HOOK("claim_written");
     __atomic_store_n(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_CLAIMING_SPAN), 0, __ATOMIC_RELEASE);
   }
   psy_pending *p = &ch->pending[(ch->pending_first + ch->pending_count++) % PSY_MAX_PENDING];
@@ -521,6 +523,7 @@ int32_t psy_take_role(psy_channel *ch, uint32_t role) {
 
 static void maybe_recover(psy_channel *ch) {
   ch->polls_since_recovery = 0;
+  if (DISABLED("advance")) return;
   double now = monotonic_ms();
   if (now < ch->next_recovery_ms) return;
   ch->next_recovery_ms = now + RECOVERY_INTERVAL_MS;

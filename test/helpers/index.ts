@@ -109,9 +109,39 @@ async function waitForOutput(child: Subprocess, text: string, stream: "stdout" |
   }
 }
 
+/** The `index`-th line a child printed on stdout, once it has printed it (bounded by the child's timeout). */
+export async function stdoutLine(child: Subprocess, index: number): Promise<string> {
+  const output = outputs.get(child)!;
+  let ended = false;
+  output.done.then(() => (ended = true));
+  for (;;) {
+    const lines = output.stdout.split("\n");
+    if (lines.length > index + 1) return lines[index]!;
+    if (ended) throw new Error(`child ended after ${lines.length - 1} lines; it printed: ${output.stdout}${output.stderr}`);
+    await Promise.race([output.changed(), output.done]);
+  }
+}
+
+/** Everything a child printed on stderr so far. */
+export const stderrOf = (child: Subprocess): string => outputs.get(child)!.stderr;
+
 /** Kills and awaits every child still running: call in afterEach. */
 export async function reapChildren(): Promise<void> {
   const children = [...live];
   for (const child of children) child.kill("SIGKILL");
   await Promise.all(children.map((c) => c.exited));
+}
+
+let testLibraryPath: string | undefined;
+/**
+ * The test library: the C core with its kill and stall points compiled in (never shipped), built
+ * on first use by scripts/build-native.mjs --test-hooks. Children load it with PSYNE_LIB.
+ */
+export function testLibrary(): string {
+  if (testLibraryPath) return testLibraryPath;
+  const root = join(import.meta.dir, "..", "..");
+  const built = Bun.spawnSync([process.execPath, join(root, "scripts", "build-native.mjs"), "--test-hooks"], { cwd: root, stderr: "pipe" });
+  if (built.exitCode !== 0) throw new Error(`building the test library failed: ${built.stderr.toString()}`);
+  testLibraryPath = join(root, "build", "test-hooks", "lib", process.platform === "darwin" ? "libpsyne.dylib" : "libpsyne.so");
+  return testLibraryPath;
 }

@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <time.h>
 
 #ifdef __linux__
@@ -57,10 +56,6 @@ static int registered, can_issue;
 static pthread_once_t events_once = PTHREAD_ONCE_INIT;
 
 static void probe_membarrier(void) {
-#ifdef PSY_TEST_HOOKS
-  const char *off = getenv("PSY_TEST_NO_MEMBARRIER"); /* as if seccomp or an old kernel forbade it */
-  if (off && *off == '1') return;
-#endif
 #ifdef __linux__
   long mask = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
   if (mask <= 0 || !(mask & MEMBARRIER_CMD_GLOBAL_EXPEDITED)) return;
@@ -75,7 +70,7 @@ void events_init(void) { pthread_once(&events_once, probe_membarrier); }
 void events_attach(psy_channel *ch, int creating) {
   uint32_t *mode = u32_at(ch, PSY_OFF_FENCE_MODE);
   if (creating) store32(mode, registered && can_issue ? PSY_FENCE_ASYMMETRIC : PSY_FENCE_SYMMETRIC);
-  else if (!can_issue && load32(mode) != PSY_FENCE_SYMMETRIC) {
+  else if (!can_issue && load32(mode) != PSY_FENCE_SYMMETRIC && !DISABLED("fence")) {
     store32(mode, PSY_FENCE_SYMMETRIC); /* sticky: every publisher's next store is seq_cst */
     debug_log(ch, "this process cannot run membarrier: publishers of this channel now use seq_cst stores");
   }

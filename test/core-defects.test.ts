@@ -3,7 +3,10 @@
 // need no injection run on the shipped library; the others use the test library's kill and stall
 // points (PSY_HOOK) at the exact line the review named.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { ByteVector, ChannelMode, createChannel } from "../src/index.ts";
+import { readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ByteVector, ChannelMode, createChannel, removeChannel } from "../src/index.ts";
 import { layout } from "../src/core/layout.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, testLibrary, uniqueName, waitForLine, waitForStderr } from "./helpers";
 import { Puppet, type Reply } from "./helpers/puppet.ts";
@@ -273,16 +276,18 @@ describe("SPMC and MPMC work queues", () => {
     await Promise.all([producer.exit(), live.exit()]);
   });
 
-  test("a consumer killed after marking a record released, before moving head: the producer gets room again (8)", async () => {
+  for (const disable of ["", "advance"])
+  test(`a consumer killed after marking a record released, before moving head: the producer gets room again (8)${disable ? " (not with that recovery switched off)" : ""}`, async () => {
     const uri = `ipc://${uniqueName("done")}`;
-    const producer = new Puppet(1, testLib());
+    const env = { ...testLib(), ...(disable ? { PSY_TEST_DISABLE: disable } : {}) };
+    const producer = new Puppet(1, env);
     await producer.do(`open ${uri} SPMC 4096 producer`);
     let sent = 0;
     while ((await producer.do("sendnew 1000")).ok) sent++; // full
-    const victim = new Puppet(8, hooked("release_done", { PSY_HOOK_HIT: "1" }));
+    const victim = new Puppet(8, { ...hooked("release_done", { PSY_HOOK_HIT: "1" }), ...env });
     await victim.do(`open ${uri} - - consumer`);
     expect((await victim.do("recv 1000")).ok).toBe(true); // holds the first
-    const live = new Puppet(9, testLib());
+    const live = new Puppet(9, env);
     await live.do(`open ${uri} - - consumer`);
     expect((await receiveAll(live, sent - 1)).length).toBe(sent - 1);
     await live.do("release");
@@ -290,9 +295,10 @@ describe("SPMC and MPMC work queues", () => {
     const start = ms();
     let room = false;
     while (!room && ms() - start < 1000) room = (await producer.do("sendnew 1000")).ok === true;
-    expect(room).toBe(true);
-    expect(ms() - start).toBeLessThan(100);
+    expect(room).toBe(!disable);
+    if (!disable) expect(ms() - start).toBeLessThan(100);
     await Promise.all([producer.exit(), live.exit()]);
+    if (disable) removeChannel(uri);
   });
 
   test("a message given back at close wakes a parked consumer at once", async () => {
@@ -320,4 +326,70 @@ describe("SPMC and MPMC work queues", () => {
     expect(Math.max(...delays)).toBeLessThan(20); // woken by the give-back, not found by a safety re-poll (50 ms)
     await Promise.all([producer.exit(), waiter.exit()]);
   });
+});
+
+describe("single producers", () => {
+  for (const mode of [ChannelMode.SPSC, ChannelMode.SPMC, ChannelMode.BROADCAST])
+    for (const disable of ["", "orphans"])
+      test(`${mode}: a producer killed holding an allocation: what it sent after it is delivered within 100 ms${disable ? " (fails with that recovery switched off)" : ""}`, async () => {
+        const uri = `ipc://${uniqueName("orphan")}`;
+        const env = { ...testLib(), ...(disable ? { PSY_TEST_DISABLE: disable } : {}) };
+        const consumer = new Puppet(9, env);
+        await consumer.do(`open ${uri} ${mode} 8192 consumer`);
+        const producer = new Puppet(1, env);
+        await producer.do(`open ${uri} - - producer`);
+        expect((await producer.do("sendnew 100")).seq).toBe(0);
+        expect((await producer.do("alloc 100")).ok).toBe(true); // seq 1, never sent: it holds back...
+        for (let i = 0; i < 3; i++) expect((await producer.do("sendnew 100")).ok).toBe(true); // ...seq 2, 3, 4, whose send() returned
+        expect(await consumer.do("recv 1000")).toMatchObject({ producer: 1, seq: 0 });
+        producer.proc.kill("SIGKILL");
+        await producer.proc.exited;
+        const start = ms();
+        const got = await receiveAll(consumer, 3, 300);
+        const took = ms() - start;
+        if (disable) {
+          expect(got.length).toBe(0); // without it they wait for a new producer
+        } else {
+          expect(got.map((r) => r.seq)).toEqual([2, 3, 4]);
+          expect(took).toBeLessThan(100);
+        }
+        await consumer.exit();
+        removeChannel(uri);
+      });
+});
+
+describe("waiting where membarrier is forbidden", () => {
+  const launcher = join(tmpdir(), `psyne-no-membarrier-${process.pid}`);
+  afterAll(() => rmSync(launcher, { force: true }));
+  const build = () => {
+    const zig = join(import.meta.dir, "..", "node_modules", "@ryoppippi", "zig-linux-x64", "zig");
+    const built = Bun.spawnSync([zig, "cc", "-O2", "-o", launcher, join(import.meta.dir, "native", "no-membarrier.c")], { stderr: "pipe" });
+    if (built.exitCode !== 0) throw new Error(`building the seccomp launcher failed: ${built.stderr}`);
+  };
+  const fenceMode = (name: string) => new DataView(readFileSync(`/dev/shm/psyne.${name}`).buffer).getUint32(layout.OFF_FENCE_MODE, true);
+
+  for (const disable of ["", "fence"])
+    test(`a waiter whose process may not run membarrier turns its channel to seq_cst publishing, and no wake-up is lost (6)${disable ? " (not with that switched off)" : ""}`, async () => {
+      build();
+      const name = uniqueName("fence");
+      const env = disable ? { ...testLib(), PSY_TEST_DISABLE: disable } : {};
+      const publisher = new Puppet(1, env);
+      await publisher.do(`open ipc://${name} SPSC 65536 producer`);
+      expect(fenceMode(name)).toBe(layout.FENCE_ASYMMETRIC); // this machine has membarrier
+      const waiter = new Puppet(9, env, [launcher]);
+      await waiter.do(`open ipc://${name} - - consumer`);
+      expect(fenceMode(name)).toBe(disable ? layout.FENCE_ASYMMETRIC : layout.FENCE_SYMMETRIC);
+      if (disable) return void (await Promise.all([publisher.exit(), waiter.exit()]));
+      const delays: number[] = [];
+      for (let round = 0; round < 200; round++) {
+        const waiting = waiter.do("recv 1000");
+        await Bun.sleep(round % 3); // land anywhere in its spin, its registration, its sleep
+        const start = ms();
+        expect((await publisher.do("sendnew 16")).ok).toBe(true);
+        expect((await waiting).seq).toBe(round);
+        delays.push(ms() - start);
+      }
+      expect(Math.max(...delays)).toBeLessThan(40); // none waited for the 50 ms safety re-poll
+      await Promise.all([publisher.exit(), waiter.exit()]);
+    });
 });

@@ -50,6 +50,8 @@ function collect(child: Child): Output {
 }
 
 export interface SpawnOptions {
+  /** A command that runs bun, such as a sandbox (e.g. test/native/no-membarrier). */
+  wrapper?: string[];
   timeoutMs?: number;
   env?: Record<string, string>;
   stdin?: "pipe" | "ignore";
@@ -57,7 +59,7 @@ export interface SpawnOptions {
 
 /** Runs `bun <script> ...args`; killed with SIGKILL after timeoutMs, and by reapChildren(). */
 export function spawnBun(script: string, args: (string | number)[] = [], options: SpawnOptions = {}) {
-  const child = Bun.spawn([process.execPath, script, ...args.map(String)], {
+  const child = Bun.spawn([...(options.wrapper ?? []), process.execPath, script, ...args.map(String)], {
     stdout: "pipe",
     stderr: "pipe",
     stdin: options.stdin ?? "ignore",

@@ -9,8 +9,8 @@ export class Puppet {
   readonly proc: Subprocess;
   #lines = 1; // the first line is {"ready": true}
 
-  constructor(id: number, env: Record<string, string> = {}) {
-    this.proc = spawnBun(fixture("puppet.ts"), [id], { stdin: "pipe", env, timeoutMs: 40_000 });
+  constructor(id: number, env: Record<string, string> = {}, wrapper?: string[]) {
+    this.proc = spawnBun(fixture("puppet.ts"), [id], { stdin: "pipe", env, timeoutMs: 40_000, ...(wrapper ? { wrapper } : {}) });
   }
 
   /** Runs one command; resolves with its JSON reply (rejects if the puppet died first). */

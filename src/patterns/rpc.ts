@@ -4,10 +4,12 @@
 // sent: a server killed mid-request leaves it to be delivered again (clients drop duplicates).
 import { randomBytes } from "node:crypto";
 import { type Channel, ChannelMode, createChannel, parseUri, removeChannel } from "../core/channel";
-import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, encodeValue, frameOutcome } from "./codec";
+import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, encodeValue, frameOutcome, textOf } from "./codec";
 import { debug } from "../core/debug";
-import { ChannelNotFoundError, PsyneError } from "../core/errors";
+import { ChannelNotFoundError, MessageTooLargeError, PsyneError } from "../core/errors";
 import type { WaitOptions } from "../core/waiting";
+import { fitsSetTimeout, setLongTimeout } from "./long-timeout";
+import { describe, durationOption, integerOption, optionsObject, own, signalOption } from "./options";
 
 const REQUEST = 0x31515250; // "PRQ1"
 const REPLY = 0x31505250; // "PRP1"
@@ -15,9 +17,9 @@ const REPLY_TIMEOUT_MS = 5_000; // a client that does not read its replies for t
 
 export interface ServeOptions {
   /** Requests handled at once by this server process (each holds its request until replied). */
-  concurrency?: number;
+  concurrency?: number | undefined;
   /** Bytes of the request channel, if this server creates it. */
-  bufferSize?: number;
+  bufferSize?: number | undefined;
 }
 
 export type Handler = (request: unknown) => unknown | Promise<unknown>;
@@ -32,14 +34,18 @@ export class Server {
   #sweep: ReturnType<typeof setInterval>;
   #closed = false;
 
-  constructor(uri: string, handler: Handler, options: ServeOptions = {}) {
+  constructor(uri: string, handler: Handler, options?: ServeOptions) {
     parseUri(uri);
-    if (typeof handler !== "function") throw new PsyneError("INVALID_ARGUMENT", "serve(uri, handler) needs a handler function");
+    if (typeof handler !== "function") throw new PsyneError("INVALID_ARGUMENT", `serve(uri, handler) needs a handler function, got ${describe(handler)}`);
+    const opts = optionsObject(options, "serve()");
+    const concurrency = integerOption(opts, "concurrency", 1, 1, "serve()");
+    const bufferSize = own(opts, "bufferSize");
+    if (bufferSize !== undefined && typeof bufferSize !== "number")
+      throw new PsyneError("INVALID_ARGUMENT", `serve(): bufferSize must be a number of bytes, got ${describe(bufferSize)}`);
     this.uri = uri;
     this.#handler = handler;
-    const concurrency = options.concurrency ?? 1;
     for (let i = 0; i < concurrency; i++) {
-      const requests = createChannel(uri, { mode: ChannelMode.MPMC, bufferSize: options.bufferSize, role: "consumer" });
+      const requests = createChannel(uri, { mode: ChannelMode.MPMC, bufferSize, role: "consumer" });
       this.#requests.push(requests);
       void this.#serve(requests);
     }
@@ -58,40 +64,68 @@ export class Server {
         }
         let reply: Encoded;
         try {
-          reply = encodeValue(await this.#handler(decodeValue(frame.kind, frame.value)));
+          const request = decodeValue(frame.kind, frame.value);
+          reply = encodeValue(await this.#handler(request));
         } catch (err) {
           reply = encodeFailure(err);
         }
-        await this.#reply(frame.tag, frame.id, reply);
+        await this.#reply(frame.tag, frame.id, reply); // never throws: the loop goes on
         // the loop moving on releases the request: only now is it done
       }
     } catch (err) {
-      if (!this.#closed) console.error(`psyne: server ${this.uri} stopped: ${(err as Error).message}`);
+      if (!this.#closed) console.error(`psyne: server ${this.uri} stopped: ${textOf((err as Error)?.message ?? err)}`);
     }
   }
 
+  /**
+   * Sends a reply, or, if it cannot be sent (too large for the client's reply channel, say), a
+   * failure saying why, so the caller's request rejects with a RemoteError. Never throws.
+   */
   async #reply(client: string, id: number, reply: Encoded): Promise<void> {
-    let channel = this.#replies.get(client);
-    if (!channel) {
-      try {
-        channel = createChannel(replyUri(this.uri, client), { open: "attach", role: "producer" });
-      } catch (err) {
-        if (err instanceof ChannelNotFoundError) return debug(this.uri, `client ${client} is gone; reply ${id} dropped`);
-        throw err;
-      }
-      this.#replies.set(client, channel);
-    }
+    const channel = this.#replyChannel(client);
+    if (!channel) return;
     try {
       await channel.sendAsync(encodeFrame(REPLY, id, "", reply), { timeout: REPLY_TIMEOUT_MS });
+      return;
     } catch (err) {
-      if ((err as PsyneError).code !== "CHANNEL_FULL") throw err;
-      debug(this.uri, `client ${client} reads no replies; reply ${id} dropped`);
+      if (channel.closed) return debug(this.uri, `reply ${id} dropped: the server is closing`);
+      if ((err as PsyneError).code === "CHANNEL_FULL") return debug(this.uri, `client ${client} reads no replies; reply ${id} dropped`);
+      const why =
+        err instanceof MessageTooLargeError
+          ? new MessageTooLargeError(
+              `reply of ${reply.bytes.byteLength} bytes does not fit the reply channel of ${channel.bufferSize} bytes (connect(uri, { bufferSize }) sets its size)`,
+              err.size,
+              err.maxSize,
+            )
+          : err;
+      try {
+        channel.send(encodeFrame(REPLY, id, "", encodeFailure(why)));
+      } catch (failed) {
+        debug(this.uri, `reply ${id} to ${client} dropped: ${textOf((failed as Error)?.message ?? failed)}`);
+      }
     }
+  }
+
+  /** This client's reply channel, attached on first use; null if the client has gone. */
+  #replyChannel(client: string): Channel | null {
+    let channel = this.#replies.get(client);
+    if (channel) return channel;
+    try {
+      channel = createChannel(replyUri(this.uri, client), { open: "attach", role: "producer" });
+    } catch (err) {
+      const why = err instanceof ChannelNotFoundError ? "is gone" : `cannot be reached (${textOf((err as Error)?.message ?? err)})`;
+      debug(this.uri, `client ${client} ${why}; its reply is dropped`);
+      return null;
+    }
+    this.#replies.set(client, channel);
+    return channel;
   }
 
   #forgetGoneClients(): void {
     for (const [client, channel] of this.#replies) {
-      if (channel.stats().processes.some((p) => p.alive && p.roles.includes("consumer"))) continue;
+      try {
+        if (channel.stats().processes.some((p) => p.alive && p.roles.includes("consumer"))) continue;
+      } catch {}
       channel.close();
       this.#replies.delete(client);
     }
@@ -117,7 +151,7 @@ export function serve(uri: string, handler: Handler, options?: ServeOptions): Se
   return new Server(uri, handler, options);
 }
 
-export interface Pending {
+interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -125,10 +159,10 @@ export interface Pending {
 /**
  * Receives frames of `magic` on `channel` while `pending` waits for some, settling each by its id
  * (a frame whose id waits for nothing, a duplicate or a late one, is dropped). Returns when nothing
- * is pending, so an idle client or pool does not keep the process alive; a channel error rejects
+ * is pending, so an idle client does not keep the process alive; a channel error rejects
  * everything pending.
  */
-export async function settleFrames(channel: Channel, magic: number, pending: Map<number, Pending>, onSettle?: (ok: boolean) => void): Promise<void> {
+async function settleFrames(channel: Channel, magic: number, pending: Map<number, Pending>): Promise<void> {
   try {
     while (pending.size > 0 && !channel.closed) {
       const message = await channel.recv(undefined, { timeout: 1_000 });
@@ -136,8 +170,13 @@ export async function settleFrames(channel: Channel, magic: number, pending: Map
       const frame = decodeFrame(magic, message.bytes());
       const waiting = frame && pending.get(frame.id);
       if (!frame || !waiting) continue;
-      const outcome = frameOutcome(frame);
-      onSettle?.(outcome.ok);
+      let outcome: ReturnType<typeof frameOutcome>;
+      try {
+        outcome = frameOutcome(frame);
+      } catch (err) {
+        waiting.reject(err); // a reply this side cannot decode fails its request only
+        continue;
+      }
       if (outcome.ok) waiting.resolve(outcome.value);
       else waiting.reject(outcome.error);
     }
@@ -156,8 +195,12 @@ export class Client {
   #nextId = 1;
   #pumping = false;
 
-  constructor(uri: string, options: { bufferSize?: number } = {}) {
+  constructor(uri: string, options?: { bufferSize?: number | undefined }) {
     parseUri(uri);
+    const opts = optionsObject(options, "connect()");
+    const bufferSize = own(opts, "bufferSize") ?? 1 << 20;
+    if (typeof bufferSize !== "number")
+      throw new PsyneError("INVALID_ARGUMENT", `connect(): bufferSize must be a number of bytes, got ${describe(bufferSize)}`);
     this.uri = uri;
     try {
       this.#requests = createChannel(uri, { mode: ChannelMode.MPMC, open: "attach", role: "producer" });
@@ -165,39 +208,50 @@ export class Client {
       if (err instanceof ChannelNotFoundError) throw new ChannelNotFoundError(`no server for ${uri}: the channel does not exist (start serve("${uri}", ...) first)`);
       throw err;
     }
-    this.#replies = createChannel(replyUri(uri, this.id), {
-      mode: ChannelMode.MPSC,
-      bufferSize: options.bufferSize ?? 1 << 20,
-      open: "create",
-      role: "consumer",
-    });
+    try {
+      this.#replies = createChannel(replyUri(uri, this.id), { mode: ChannelMode.MPSC, bufferSize, open: "create", role: "consumer" });
+    } catch (err) {
+      this.#requests.close();
+      throw err;
+    }
   }
 
   /**
-   * Sends `data` (a JSON value, string or typed array) and resolves with the reply. Rejects with
-   * RemoteError if the handler threw, with a PsyneError (code TIMEOUT) after `timeout` ms, and
-   * with the signal's reason on abort.
+   * Sends `data` (a JSON value, string, typed array or DataView) and resolves with the reply.
+   * Rejects (never throws) with RemoteError if the handler threw or its reply could not be sent,
+   * with a PsyneError (code TIMEOUT) after `timeout` ms (Infinity or none: no limit), with the
+   * signal's reason on abort, and with a PsyneError (INVALID_ARGUMENT) for data that cannot be sent.
    */
-  request(data: unknown, options: WaitOptions = {}): Promise<unknown> {
-    const { timeout, signal } = options;
-    if (this.#requests.closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", `client of ${this.uri} is closed`));
-    if (signal?.aborted) return Promise.reject(signal.reason);
+  request(data: unknown, options?: WaitOptions): Promise<unknown> {
+    let timeout: number | undefined;
+    let signal: AbortSignal | undefined;
+    let frame: Uint8Array;
+    try {
+      const opts = optionsObject(options, "request()");
+      timeout = durationOption(opts, "timeout", "request()");
+      signal = signalOption(opts, "request()");
+      if (this.#requests.closed) throw new PsyneError("CHANNEL_CLOSED", `client of ${this.uri} is closed`);
+      if (signal?.aborted) return Promise.reject(signal.reason);
+      frame = encodeFrame(REQUEST, this.#nextId, this.id, encodeValue(data));
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const id = this.#nextId++;
-    const frame = encodeFrame(REQUEST, id, this.id, encodeValue(data));
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let cancelTimer = () => {};
       const onAbort = () => settle(() => reject(signal!.reason));
       const settle = (action: () => void) => {
         if (!this.#pending.delete(id)) return;
-        if (timer) clearTimeout(timer);
+        cancelTimer();
         signal?.removeEventListener("abort", onAbort);
         action();
       };
       this.#pending.set(id, { resolve: (v) => settle(() => resolve(v)), reject: (e) => settle(() => reject(e)) });
-      if (timeout !== undefined)
-        timer = setTimeout(() => settle(() => reject(this.#timeoutError(id, timeout))), timeout);
+      if (timeout !== undefined) cancelTimer = setLongTimeout(() => settle(() => reject(this.#timeoutError(id, timeout))), timeout);
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.#requests.sendAsync(frame, { signal, timeout }).then(
+      // the request's own timer bounds the wait; one too long for setTimeout is left to it
+      const sendTimeout = timeout !== undefined && fitsSetTimeout(timeout) ? timeout : undefined;
+      this.#requests.sendAsync(frame, { signal, timeout: sendTimeout }).then(
         () => this.#pump(),
         (err) => settle(() => reject(err)),
       );
@@ -205,7 +259,10 @@ export class Client {
   }
 
   #timeoutError(id: number, timeout: number): PsyneError {
-    const serving = this.#requests.stats().processes.some((p) => p.alive && p.roles.includes("consumer"));
+    let serving = true;
+    try {
+      serving = this.#requests.stats().processes.some((p) => p.alive && p.roles.includes("consumer"));
+    } catch {}
     return new PsyneError(
       "TIMEOUT",
       `request ${id} to ${this.uri} got no reply within ${timeout} ms${serving ? "" : " (no live server is attached)"}`,
@@ -237,6 +294,6 @@ export class Client {
 }
 
 /** A client of the server(s) at `uri`; throws ChannelNotFoundError if none has ever served it. */
-export function connect(uri: string, options?: { bufferSize?: number }): Client {
+export function connect(uri: string, options?: { bufferSize?: number | undefined }): Client {
   return new Client(uri, options);
 }

@@ -1,12 +1,14 @@
 // Request-response over channels. Requests go to one MPMC channel (URI) that any number of
 // servers take from; each client has its own MPSC reply channel (URI.r.ID, ID unguessable), so
 // a reply reaches only the client that asked. A server releases a request only after its reply is
-// sent: a server killed mid-request leaves it to be delivered again (clients drop duplicates).
+// sent: a server killed mid-request leaves it to be delivered again (clients drop duplicates), and
+// a server closed mid-request gives it back.
 import { randomBytes } from "node:crypto";
 import { type Channel, ChannelMode, createChannel, parseUri, removeChannel } from "../core/channel";
 import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, encodeValue, frameOutcome, textOf } from "./codec";
 import { debug } from "../core/debug";
 import { ChannelNotFoundError, MessageTooLargeError, PsyneError } from "../core/errors";
+import type { Message } from "../core/messages";
 import type { WaitOptions } from "../core/waiting";
 import { fitsSetTimeout, setLongTimeout } from "./long-timeout";
 import { describe, durationOption, integerOption, optionsObject, own, signalOption } from "./options";
@@ -14,25 +16,57 @@ import { describe, durationOption, integerOption, optionsObject, own, signalOpti
 const REQUEST = 0x31515250; // "PRQ1"
 const REPLY = 0x31505250; // "PRP1"
 const REPLY_TIMEOUT_MS = 5_000; // a client that does not read its replies for this long is gone
+const CLOSE_TIMEOUT_MS = 3_000;
 
 export interface ServeOptions {
   /** Requests handled at once by this server process (each holds its request until replied). */
   concurrency?: number | undefined;
   /** Bytes of the request channel, if this server creates it. */
   bufferSize?: number | undefined;
+  /**
+   * Milliseconds `close()` lets handlers in flight finish (default 3000; Infinity waits for them);
+   * the requests of those still running then are given back to the channel for another server.
+   */
+  closeTimeout?: number | undefined;
 }
 
 export type Handler = (request: unknown) => unknown | Promise<unknown>;
 
 const replyUri = (uri: string, client: string) => `${uri}.r.${client}`;
 
+// A process that exits with handlers in flight gives their requests back first: this listener runs
+// before the channel layer's own exit hook detaches everything (which would consume them).
+const GIVE_BACK = Symbol("psyne.giveBack");
+const openServers = new Set<Server>();
+let exitHookInstalled = false;
+function trackServer(server: Server): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.prependListener("exit", () => {
+      for (const s of openServers) s[GIVE_BACK]();
+    });
+  }
+  openServers.add(server);
+}
+
+/** One request loop: its own consumer handle, and the request it is handling. */
+interface Lane {
+  requests: Channel;
+  current: { message: Message; abandoned: boolean } | null;
+  /** Settles when the loop has stopped (or, if its handler outlived close(), was left behind). */
+  done: Promise<void>;
+}
+
 export class Server {
   readonly uri: string;
   #handler: Handler;
-  #requests: Channel[] = [];
+  #closeTimeout: number;
+  #lanes: Lane[] = [];
   #replies = new Map<string, Channel>();
   #sweep: ReturnType<typeof setInterval>;
-  #closed = false;
+  #stop = new AbortController(); // aborted by close(): wakes loops parked for a request
+  #stopping = false; // close() has begun: take no more requests
+  #closing: Promise<void> | null = null;
 
   constructor(uri: string, handler: Handler, options?: ServeOptions) {
     parseUri(uri);
@@ -42,39 +76,71 @@ export class Server {
     const bufferSize = own(opts, "bufferSize");
     if (bufferSize !== undefined && typeof bufferSize !== "number")
       throw new PsyneError("INVALID_ARGUMENT", `serve(): bufferSize must be a number of bytes, got ${describe(bufferSize)}`);
+    this.#closeTimeout = durationOption(opts, "closeTimeout", "serve()") ?? CLOSE_TIMEOUT_MS;
     this.uri = uri;
     this.#handler = handler;
     for (let i = 0; i < concurrency; i++) {
-      const requests = createChannel(uri, { mode: ChannelMode.MPMC, bufferSize, role: "consumer" });
-      this.#requests.push(requests);
-      void this.#serve(requests);
+      let requests: Channel;
+      try {
+        requests = createChannel(uri, { mode: ChannelMode.MPMC, bufferSize, role: "consumer" });
+      } catch (err) {
+        for (const lane of this.#lanes) lane.requests.close();
+        throw err;
+      }
+      const lane: Lane = { requests, current: null, done: Promise.resolve() };
+      this.#lanes.push(lane);
     }
+    for (const lane of this.#lanes) lane.done = this.#serve(lane);
+    trackServer(this);
     // forget reply channels whose client has gone, so their segments can be removed
     this.#sweep = setInterval(() => this.#forgetGoneClients(), 2_000);
     this.#sweep.unref();
   }
 
-  async #serve(requests: Channel): Promise<void> {
+  async #serve(lane: Lane): Promise<void> {
+    const { requests } = lane;
     try {
-      for await (const message of requests.messages()) {
-        const frame = decodeFrame(REQUEST, message.bytes());
-        if (!frame) {
-          debug(this.uri, "skipped a message that is not a request");
-          continue;
+      while (!this.#stopping) {
+        let message = requests.receive();
+        if (!message) {
+          try {
+            message = await requests.recv(undefined, { signal: this.#stop.signal });
+          } catch (err) {
+            if (this.#stopping) return; // close() woke us: take nothing more
+            throw err;
+          }
+          if (!message) continue;
+          if (this.#stopping) return this.#giveBack(lane, message); // taken as close() began
         }
-        let reply: Encoded;
-        try {
-          const request = decodeValue(frame.kind, frame.value);
-          reply = encodeValue(await this.#handler(request));
-        } catch (err) {
-          reply = encodeFailure(err);
-        }
-        await this.#reply(frame.tag, frame.id, reply); // never throws: the loop goes on
-        // the loop moving on releases the request: only now is it done
+        await this.#handle(lane, message);
       }
     } catch (err) {
-      if (!this.#closed) console.error(`psyne: server ${this.uri} stopped: ${textOf((err as Error)?.message ?? err)}`);
+      // closed under us (installSignalHandlers() on SIGTERM, say) is a stop, not a failure
+      if (!this.#stopping && !requests.closed) console.error(`psyne: server ${this.uri} stopped: ${textOf((err as Error)?.message ?? err)}`);
     }
+  }
+
+  /** Runs the handler on one request and replies; the request is released only after that. */
+  async #handle(lane: Lane, message: Message): Promise<void> {
+    const frame = decodeFrame(REQUEST, message.bytes());
+    if (!frame) {
+      debug(this.uri, "skipped a message that is not a request");
+      return message.release();
+    }
+    const { id, tag: client } = frame;
+    const current = { message, abandoned: false };
+    lane.current = current;
+    let reply: Encoded;
+    try {
+      const request = decodeValue(frame.kind, frame.value);
+      reply = encodeValue(await this.#handler(request));
+    } catch (err) {
+      reply = encodeFailure(err);
+    }
+    if (current.abandoned) return; // close() gave the request back: another server answers it
+    await this.#reply(client, id, reply);
+    lane.current = null;
+    if (!current.abandoned) message.release();
   }
 
   /**
@@ -121,6 +187,33 @@ export class Server {
     return channel;
   }
 
+  /**
+   * Gives a request back to the channel (a copy sent by a producer handle, then the original
+   * released), so another server takes it. If it cannot be sent (the channel is full), its caller
+   * gets a RemoteError saying the server closed without answering.
+   */
+  #giveBack(lane: Lane, message: Message): void {
+    const bytes = message.bytes();
+    try {
+      const producer = createChannel(this.uri, { mode: ChannelMode.MPMC, open: "attach", role: "producer" });
+      try {
+        producer.send(bytes);
+      } finally {
+        producer.close();
+      }
+      debug(this.uri, "gave a request back on close");
+    } catch (err) {
+      const frame = decodeFrame(REQUEST, bytes);
+      const why = new PsyneError("CHANNEL_CLOSED", `the server closed before answering and could not give the request back: ${textOf((err as Error)?.message ?? err)}`);
+      const channel = frame && this.#replyChannel(frame.tag);
+      try {
+        if (frame && channel) channel.send(encodeFrame(REPLY, frame.id, "", encodeFailure(why)));
+      } catch {}
+    }
+    message.release();
+    lane.current = null;
+  }
+
   #forgetGoneClients(): void {
     for (const [client, channel] of this.#replies) {
       try {
@@ -131,18 +224,53 @@ export class Server {
     }
   }
 
-  /** Stops taking requests; a request being handled is given back to the channel. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#sweep);
-    for (const channel of this.#requests) channel.close();
-    for (const channel of this.#replies.values()) channel.close();
-    this.#replies.clear();
+  /**
+   * Stops taking requests, lets handlers in flight finish (up to `closeTimeout` ms), gives the
+   * requests of those still running back to the channel (another server takes them; their late
+   * results are dropped), and detaches. Resolves when it is done.
+   */
+  close(): Promise<void> {
+    if (!this.#closing) {
+      this.#stopping = true;
+      this.#closing = this.#close();
+    }
+    return this.#closing;
   }
 
+  async #close(): Promise<void> {
+    this.#stop.abort();
+    clearInterval(this.#sweep);
+    const finished = Promise.all(this.#lanes.map((lane) => lane.done));
+    let cancel = () => {};
+    const waited = new Promise<void>((resolve) => (cancel = setLongTimeout(resolve, this.#closeTimeout)));
+    await Promise.race([finished, waited]);
+    cancel();
+    this[GIVE_BACK]();
+    for (const channel of this.#replies.values()) channel.close(); // ends replies still being sent
+    this.#replies.clear();
+    await Promise.all(this.#lanes.map((lane) => lane.done));
+    for (const lane of this.#lanes) lane.requests.close();
+    openServers.delete(this);
+  }
+
+  /** Gives back the requests whose handlers are still running; they will reply nothing. */
+  [GIVE_BACK](): void {
+    for (const lane of this.#lanes) {
+      const current = lane.current;
+      if (!current || current.abandoned || lane.requests.closed) continue;
+      current.abandoned = true;
+      this.#giveBack(lane, current.message);
+      lane.done = Promise.resolve();
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Starts close() without waiting for it (`using`); prefer `await using` or `await close()`. */
   [Symbol.dispose](): void {
-    this.close();
+    void this.close();
   }
 }
 

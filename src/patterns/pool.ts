@@ -98,7 +98,7 @@ export class ProcessPool {
   readonly max: number;
   readonly maxAttempts: number;
   #idleMs: number;
-  #bufferSize: number | undefined;
+  #bufferSize: number;
   #base = `pool-${process.pid}-${randomBytes(6).toString("hex")}`;
   #tasks: Channel;
   #workers = new Set<Worker>();

@@ -30,8 +30,8 @@ if (role === "server") {
     return { client, request_id, result: value * 2 }; // process_request()
   });
   console.log(`server ${process.pid} serving ${uriArg}`);
-  process.on("SIGTERM", () => {
-    server.close();
+  process.on("SIGTERM", async () => {
+    await server.close(); // requests in flight finish (or go back to the channel) first
     console.log(`server: handled ${handled} requests from ${clients.size} clients`);
     process.exit(0);
   });

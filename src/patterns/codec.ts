@@ -1,5 +1,5 @@
-// Encodes the values request-response and the process pool carry: JSON values, strings and
-// typed arrays (which travel as their bytes and arrive as the same kind of typed array).
+// Encodes the values request-response and the process pool carry: JSON values, strings, typed
+// arrays and DataViews (which travel as their bytes and arrive as the same kind of view).
 import { PsyneError, RemoteError } from "../core/errors";
 
 const typedArrayKinds = [
@@ -16,7 +16,7 @@ const typedArrayKinds = [
   Uint8ClampedArray,
 ] as const;
 
-const Kind = { Json: 0, String: 1, Undefined: 2, ArrayBuffer: 3, TypedArray: 10 } as const;
+const Kind = { Json: 0, String: 1, Undefined: 2, ArrayBuffer: 3, DataView: 4, TypedArray: 10 } as const;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -25,22 +25,26 @@ export interface Encoded {
   bytes: Uint8Array;
 }
 
+/** Encodes `value`; throws a PsyneError (INVALID_ARGUMENT) naming what cannot be sent. */
 export function encodeValue(value: unknown): Encoded {
   if (value === undefined) return { kind: Kind.Undefined, bytes: new Uint8Array(0) };
   if (typeof value === "string") return { kind: Kind.String, bytes: encoder.encode(value) };
-  if (value instanceof ArrayBuffer) return { kind: Kind.ArrayBuffer, bytes: new Uint8Array(value) };
-  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return { kind: Kind.ArrayBuffer, bytes: new Uint8Array(value) };
+  if (ArrayBuffer.isView(value)) {
+    const bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    if (value instanceof DataView) return { kind: Kind.DataView, bytes };
     const at = typedArrayKinds.findIndex((T) => value instanceof T);
     if (at < 0) throw new PsyneError("INVALID_ARGUMENT", `cannot send a ${value.constructor.name}`);
-    return { kind: Kind.TypedArray + at, bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) };
+    return { kind: Kind.TypedArray + at, bytes };
   }
+  if (typeof value === "bigint") throw new PsyneError("INVALID_ARGUMENT", `cannot send a BigInt (${value}n): it is not a JSON value`);
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
   } catch (err) {
-    throw new PsyneError("INVALID_ARGUMENT", `value is not JSON: ${(err as Error).message}`);
+    throw new PsyneError("INVALID_ARGUMENT", `value is not JSON: ${textOf(err instanceof Error ? err.message : err)}`);
   }
-  if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `cannot send a ${typeof value}`);
+  if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `cannot send a ${typeof value}: it is not a JSON value`);
   return { kind: Kind.Json, bytes: encoder.encode(text) };
 }
 
@@ -55,6 +59,8 @@ export function decodeValue(kind: number, bytes: Uint8Array): unknown {
       return JSON.parse(decoder.decode(bytes));
     case Kind.ArrayBuffer:
       return bytes.slice().buffer;
+    case Kind.DataView:
+      return new DataView(bytes.slice().buffer);
   }
   const T = typedArrayKinds[kind - Kind.TypedArray];
   if (!T) throw new PsyneError("CHANNEL_CORRUPT", `unknown value kind ${kind}`);
@@ -104,15 +110,56 @@ export function decodeFrame(magic: number, bytes: Uint8Array): Frame | null {
 /** The value kind of a frame that carries a failure: the remote side threw. */
 export const FAILED_KIND = 0xffffffff;
 
-/** A thrown error as it travels: its name and message. */
+/** Any value as text, for an error message; never throws (a getter, a Symbol, no prototype...). */
+export function textOf(value: unknown): string {
+  try {
+    return String(value);
+  } catch {}
+  try {
+    return Object.prototype.toString.call(value);
+  } catch {
+    return "a value that cannot be printed";
+  }
+}
+
+/**
+ * A thrown value as it travels: its name and message. Never throws, whatever was thrown: an
+ * Error's name and message are read as text, anything else becomes an Error named after it.
+ */
 export function encodeFailure(thrown: unknown): Encoded {
-  const error = thrown instanceof Error ? thrown : new Error(String(thrown));
-  return { kind: FAILED_KIND, bytes: encoder.encode(JSON.stringify({ name: error.name, message: error.message })) };
+  let name = "Error";
+  let message: string;
+  try {
+    if (thrown instanceof Error) {
+      name = textOf(thrown.name);
+      message = textOf(thrown.message);
+    } else if (typeof thrown === "object" && thrown !== null && Object.getPrototypeOf(thrown) === null) {
+      message = `a value that is not an Error was thrown: an object with no prototype (${safeJson(thrown)})`;
+    } else {
+      message = textOf(thrown);
+      if (message === "[object Object]") message = `a value that is not an Error was thrown: ${safeJson(thrown)}`;
+    }
+  } catch (err) {
+    message = `a value that is not an Error was thrown (reading it threw: ${textOf(err)})`;
+  }
+  return { kind: FAILED_KIND, bytes: encoder.encode(JSON.stringify({ name, message })) };
+}
+
+function safeJson(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? textOf(value);
+  } catch {
+    return textOf(value);
+  }
 }
 
 /** What a reply or result frame carries: its value, or the remote failure as a RemoteError. */
 export function frameOutcome(frame: Frame): { ok: true; value: unknown } | { ok: false; error: RemoteError } {
   if (frame.kind !== FAILED_KIND) return { ok: true, value: decodeValue(frame.kind, frame.value) };
-  const { name, message } = JSON.parse(decoder.decode(frame.value));
-  return { ok: false, error: new RemoteError(message, name) };
+  let failure: { name?: unknown; message?: unknown } = {};
+  try {
+    failure = JSON.parse(decoder.decode(frame.value));
+  } catch {}
+  const message = typeof failure.message === "string" ? failure.message : "the remote side failed (its error could not be read)";
+  return { ok: false, error: new RemoteError(message, typeof failure.name === "string" ? failure.name : "Error") };
 }

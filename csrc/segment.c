@@ -128,19 +128,35 @@ static uint32_t random_u32(void) {
   return value | 1; /* never 0: a zeroed ring's tag 0 then matches only by accident */
 }
 
+/* A second open file description of the segment, for the mapping: a mapping keeps its file
+ * description alive, and with it every lock taken through it. The locks are taken through ch->fd
+ * only, so a child forked without exec, which inherits the mapping and closes ch->fd (fork_child),
+ * does not keep its dead parent's locks, and so its parent, alive. */
+static int mapping_fd(psy_channel *ch) {
+#ifdef __linux__
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", ch->fd);
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd >= 0) return fd;
+#endif
+  return dup(ch->fd); /* no /proc: the same description (a forked child then keeps it alive) */
+}
+
 /* Reserve address space for header + ring + ring again, then map the file into it twice. */
 static int32_t map_segment(psy_channel *ch) {
   size_t ring_end = PSY_RING_OFFSET + (size_t)ch->capacity;
   ch->map_size = ring_end + ch->capacity;
   uint8_t *base = mmap(NULL, ch->map_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return psy_fail(PSY_E_SYSTEM, "mmap reserve %zu bytes: %s", ch->map_size, strerror(errno));
-  if (mmap(base, ring_end, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, ch->fd, 0) == MAP_FAILED ||
-      mmap(base + ring_end, ch->capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, ch->fd,
-           PSY_RING_OFFSET) == MAP_FAILED) {
+  int fd = mapping_fd(ch);
+  if (fd < 0 || mmap(base, ring_end, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+      mmap(base + ring_end, ch->capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, PSY_RING_OFFSET) == MAP_FAILED) {
     int e = errno;
+    if (fd >= 0) close(fd);
     munmap(base, ch->map_size);
     return psy_fail(PSY_E_SYSTEM, "mmap segment %s: %s", ch->path, strerror(e));
   }
+  close(fd); /* the mapping holds what it needs */
   ch->base = base;
   return 0;
 }

@@ -1,5 +1,8 @@
 // The chaos suite: in every mode, producers and consumers are SIGKILLed at random moments during
-// a stream (50 kills per mode) and restarted. Then: every message whose send() returned is
+// a stream (50 kills per mode) and restarted; in BROADCAST every fifth kill is the producer's, so
+// new producers take over from dead ones while subscribers lag, and subscribers join while the
+// producer is full. The peers run the test library with positions starting 8 laps before 2^64,
+// so every run crosses the wrap. Then: every message whose send() returned is
 // delivered; nothing torn; per-producer order where the mode promises it; a duplicate only of a
 // message whose consumer died holding it; no wedge. Plus restart without loss, and stale segments.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -8,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ChannelMode, createChannel, Int32Vector, inspectChannel, listChannels, removeStaleChannels } from "../src/index.ts";
-import { finish, fixture, ownSegments, reapChildren, spawnBun, uniqueName, waitForLine } from "./helpers";
+import { finish, fixture, ownSegments, reapChildren, spawnBun, testLibrary, uniqueName, waitForLine } from "./helpers";
 import { prng } from "./helpers/sequence.ts";
 
 setDefaultTimeout(120_000);
@@ -63,7 +66,11 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
   const start = (role: Peer["role"]) => {
     const instance = nextInstance++;
     const log = join(logDir, `${mode}-${role}-${instance}.log`);
-    const proc = spawnBun(fixture("chaos_peer.ts"), [role, uri, mode, 16384, instance, log], { stdin: "pipe", timeoutMs: 110_000 });
+    const proc = spawnBun(fixture("chaos_peer.ts"), [role, uri, mode, 16384, instance, log], {
+      stdin: "pipe",
+      timeoutMs: 110_000,
+      env: { PSYNE_LIB: testLibrary(), PSY_TEST_START_POS: "-8" },
+    });
     const peer: Peer = { role, instance, log, proc, killed: false };
     all.push(peer);
     return peer;
@@ -75,7 +82,9 @@ async function chaos(mode: ChannelMode, kills: number, seed: number) {
 
   for (let k = 0; k < kills; k++) {
     await Bun.sleep(15 + random() * 60); // a random moment of the stream
-    const victim = live[Math.floor(random() * live.length)]!;
+    const producerTurn = mode === ChannelMode.BROADCAST && k % 5 === 4;
+    const candidates = producerTurn ? live.filter((p) => p.role === "producer") : live;
+    const victim = candidates[Math.floor(random() * candidates.length)]!;
     victim.killedAt = performance.timeOrigin + performance.now();
     victim.proc.kill("SIGKILL");
     await victim.proc.exited;

@@ -3,10 +3,11 @@
 // exchange the 1000 FloatVectors with the Bun examples, every value checked on the receiving side.
 import type { Subprocess } from "bun";
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { example, finish, type Finished, ownSegments, reapChildren, spawnBun, uniqueName } from "./helpers";
+import { createChannel } from "../src/index.ts";
 
 setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
@@ -150,5 +151,27 @@ describe("Python (ctypes)", () => {
     const [c, p] = await Promise.all([done(consumer), done(producer)]);
     expectOk("Python producer", p);
     expectSeedReceived("C consumer", c);
+  });
+
+  test("a child forked without exec does not keep its dead parent alive: the producer role is free again", async () => {
+    const name = uniqueName("fork");
+    const pidFile = join(tmpdir(), `${name}.pid`);
+    const parent = spawnNative(["python3", join(root, "test", "fixtures", "fork_holder.py"), name, pidFile]);
+    for (const until = Date.now() + 10_000; !existsSync(pidFile) && Date.now() < until; ) await Bun.sleep(10);
+    const grandchild = Number(readFileSync(pidFile, "utf8"));
+    rmSync(pidFile);
+    parent.child.kill("SIGKILL");
+    await parent.child.exited;
+    try {
+      const channel = createChannel(`ipc://${name}`, { role: "producer" }); // the parent held it; it is dead
+      channel.send("from the new producer");
+      channel.close();
+    } finally {
+      process.kill(grandchild, "SIGKILL");
+    }
+    const consumer = createChannel(`ipc://${name}`, { role: "consumer" });
+    expect(consumer.receive()?.text()).toBe("from the parent");
+    expect(consumer.receive()?.text()).toBe("from the new producer");
+    consumer.close();
   });
 });

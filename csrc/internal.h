@@ -77,6 +77,8 @@ struct psy_channel {
 
   psy_waiter *waiters[PSY_WAIT_KINDS]; /* by psy_wait_kind; started on first asynchronous wait */
   struct psy_channel *next_open;       /* every open handle of this process (fork handling) */
+  int bound;                           /* psy_bind_to_thread: its thread's end is this handle's */
+  unsigned long owner_thread;          /* pthread_t of that thread */
 };
 
 /* Every shared word is accessed atomically. seq_cst unless a comment says why less is enough:

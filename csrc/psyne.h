@@ -72,6 +72,11 @@ PSY_API psy_channel *psy_open(const char *name, uint32_t capacity, int32_t mode,
                       int32_t open_mode, int32_t *error);
 /* Detaches; the last handle to detach removes an empty segment. Frees the handle. */
 PSY_API int32_t psy_close(psy_channel *ch);
+/* Ties the handle to the calling thread: if that thread ends with the handle open (a Bun Worker
+ * terminated, say), the handle is dropped as if its process had crashed: its waiter threads stop
+ * (no callback runs after), and the others recover what it held (its unsent claims are skipped, a
+ * message it had taken is delivered again, its roles are free). Its memory stays mapped. */
+PSY_API int32_t psy_bind_to_thread(psy_channel *ch);
 
 /* Takes PSY_ROLE_PRODUCER or PSY_ROLE_CONSUMER now (claim and poll take them on first use). */
 PSY_API int32_t psy_take_role(psy_channel *ch, uint32_t role);

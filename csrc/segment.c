@@ -432,7 +432,40 @@ static void fork_child(void) {
   }
   pthread_mutex_unlock(&handles_lock);
 }
-static void install_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+/* A thread that ends with handles bound to it (psy_bind_to_thread) leaves them as a crashed
+ * process would: the kernel drops their locks when their descriptors close, and the others
+ * recover what they held. Runs as the thread's TLS destructor. */
+static pthread_key_t thread_end_key;
+static void thread_ended(void *marker) {
+  (void)marker;
+  pthread_mutex_lock(&handles_lock);
+  for (psy_channel **at = &open_handles; *at;) {
+    psy_channel *ch = *at;
+    if (ch->bound && pthread_equal((pthread_t)ch->owner_thread, pthread_self())) {
+      *at = ch->next_open;
+      waiters_stop(ch); /* no callback into a JavaScript context that is gone */
+      debug_log(ch, "its thread ended with the channel open: dropped as if crashed");
+      release_fd(ch);
+      continue;
+    }
+    at = &ch->next_open;
+  }
+  pthread_mutex_unlock(&handles_lock);
+}
+
+static void install_fork_handlers(void) {
+  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  pthread_key_create(&thread_end_key, thread_ended);
+}
+
+int32_t psy_bind_to_thread(psy_channel *ch) {
+  pthread_mutex_lock(&handles_lock);
+  ch->bound = 1;
+  ch->owner_thread = (unsigned long)pthread_self();
+  pthread_mutex_unlock(&handles_lock);
+  pthread_setspecific(thread_end_key, (void *)1);
+  return 0;
+}
 
 static void track(psy_channel *ch, int add) {
   pthread_mutex_lock(&handles_lock);

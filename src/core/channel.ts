@@ -164,6 +164,8 @@ export class Channel implements MessageChannel {
       debug(uri, `open failed: ${error.message}`);
       throw error;
     }
+    // a Worker that ends (terminate()) with this channel open leaves it as a crashed process would
+    lib.psy_bind_to_thread(handle);
     this.#handle = handle as Handle;
     this.uri = uri;
     this.name = name;

@@ -16,6 +16,7 @@ const symbols = {
   // segment lifecycle
   psy_open: { args: [cstring, u32, i32, u32, i32, P], returns: P },
   psy_close: { args: [P], returns: i32 },
+  psy_bind_to_thread: { args: [P], returns: i32 },
   psy_unlink: { args: [cstring], returns: i32 },
   psy_inspect: { args: [cstring, P, P], returns: i32 },
   psy_remove_if_stale: { args: [cstring, i32], returns: i32 },

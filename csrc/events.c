@@ -52,7 +52,9 @@ void futex_wake_all(uint32_t *word, int shared) { (void)word, (void)shared; }
 
 /* What this process can do: be a target of membarrier (so it may publish with release stores),
  * and issue one (so it may wait on an asymmetric channel). */
-static int registered, can_issue;
+int psy_membarrier_target;
+static int can_issue;
+#define registered psy_membarrier_target
 static pthread_once_t events_once = PTHREAD_ONCE_INIT;
 
 static void probe_membarrier(void) {
@@ -76,23 +78,10 @@ void events_attach(psy_channel *ch, int creating) {
   }
 }
 
-static inline int asymmetric(const psy_channel *ch) {
-  return __atomic_load_n(u32_at(ch, PSY_OFF_FENCE_MODE), __ATOMIC_RELAXED) == PSY_FENCE_ASYMMETRIC;
-}
-
-void publish_position(psy_channel *ch, uint64_t *cursor, uint64_t value) {
-  if (registered && asymmetric(ch)) {
-    __atomic_store_n(cursor, value, __ATOMIC_RELEASE);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the waiters load after it */
-  } else {
-    store64(cursor, value);
-  }
-}
-
 void waiter_fence(psy_channel *ch) {
   (void)ch;
 #ifdef __linux__
-  if (asymmetric(ch)) {
+  if (__atomic_load_n(u32_at(ch, PSY_OFF_FENCE_MODE), __ATOMIC_RELAXED) == PSY_FENCE_ASYMMETRIC) {
     if (can_issue && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0) return;
     store32(u32_at(ch, PSY_OFF_FENCE_MODE), PSY_FENCE_SYMMETRIC); /* cannot: fall back for everyone */
   }
@@ -100,12 +89,9 @@ void waiter_fence(psy_channel *ch) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-uint32_t event_seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
-
-/* Called after a cursor store that may satisfy waiters. Costs one load when nobody waits. */
-void notify_waiters(psy_channel *ch, int32_t kind) {
+/* Somebody waits: bump the event count and wake the sleepers (notify_waiters, internal.h). */
+void wake_waiters(psy_channel *ch, int32_t kind) {
   uint32_t off = event_seq_offset(kind);
-  if (load32(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ)) == 0) return;
   __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
   futex_wake_all(u32_at(ch, off), 1);
 }

@@ -189,10 +189,26 @@ int psy_test_disabled(const char *mechanism); /* PSY_TEST_DISABLE=a,b: switch a 
 
 void events_init(void); /* once per process, before the first publish */
 void events_attach(psy_channel *ch, int creating); /* decides or adapts the channel's fence mode */
-void publish_position(psy_channel *ch, uint64_t *cursor, uint64_t value); /* then notify_waiters */
-void notify_waiters(psy_channel *ch, int32_t kind);
 void waiter_fence(psy_channel *ch); /* the waiter's half of the publish/wait ordering */
-uint32_t event_seq_offset(int32_t kind);
+static inline uint32_t event_seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
+void wake_waiters(psy_channel *ch, int32_t kind);
+extern int psy_membarrier_target; /* this process is registered: membarrier() fences its threads */
+
+/* Publishes a cursor others may wait on; notify_waiters() follows it. In a PSY_FENCE_ASYMMETRIC
+ * channel a plain release store (waiters run membarrier), else seq_cst (events.c). */
+static inline void publish_position(psy_channel *ch, uint64_t *cursor, uint64_t value) {
+  if (psy_membarrier_target && __atomic_load_n(u32_at(ch, PSY_OFF_FENCE_MODE), __ATOMIC_RELAXED) == PSY_FENCE_ASYMMETRIC) {
+    __atomic_store_n(cursor, value, __ATOMIC_RELEASE);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the waiters load after it */
+  } else {
+    __atomic_store_n(cursor, value, __ATOMIC_SEQ_CST);
+  }
+}
+
+/* Called after a cursor store that may satisfy waiters. Costs one load when nobody waits. */
+static inline void notify_waiters(psy_channel *ch, int32_t kind) {
+  if (__atomic_load_n(u32_at(ch, event_seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), __ATOMIC_SEQ_CST) != 0) wake_waiters(ch, kind);
+}
 /* futex on a word (shared: in the segment, or private: in this process); 0, ETIMEDOUT, EINTR or EAGAIN */
 int futex_wait_on(uint32_t *word, uint32_t expected, int32_t timeout_ms, int shared);
 void futex_wake_all(uint32_t *word, int shared);

@@ -110,6 +110,7 @@ static int32_t become_producer(psy_channel *ch) {
   if (rc) return rc;
   if (multi_producer(ch)) {
     ch->head_cache = load64(u64_at(ch, PSY_OFF_HEAD)); /* positions live in claim_tail */
+    ch->sent_end = load64(u64_at(ch, PSY_OFF_CLAIM_TAIL));
     return 0;
   }
   /* single producer: start at the published tail, after publishing what a dead predecessor had
@@ -275,9 +276,10 @@ static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
     if (state == PSY_REC_COMMITTED) {
       *slot_counter(ch, PSY_SLOT_MSGS_SENT) += p->count;
       *slot_counter(ch, PSY_SLOT_BYTES_SENT) += p->length;
-      uint64_t end = p->position + p->span;
-      if (!ch->has_sent || (int64_t)(end - ch->sent_end) > 0) ch->sent_end = end;
       ch->has_sent = 1;
+      /* for psy_unflushed: a single producer's last message ends at pub_pos; several finish in any order */
+      uint64_t end = p->position + p->span;
+      if (multi_producer(ch) && (int64_t)(end - ch->sent_end) > 0) ch->sent_end = end;
     }
     HOOK(state == PSY_REC_COMMITTED ? "commit_stored" : "abandon_stored");
     if (multi_producer(ch)) {
@@ -628,14 +630,14 @@ static int has_space(psy_channel *ch, uint32_t length) {
  * (BROADCAST: the slowest live subscriber). 0 when everything it sent has been taken. */
 uint64_t ring_unflushed(psy_channel *ch) {
   if (!ch->has_sent) return 0;
-  uint64_t frontier;
+  uint64_t frontier, sent_end = multi_producer(ch) ? ch->sent_end : ch->pub_pos;
   if (ch->mode == PSY_BROADCAST) {
     int corrupt = 0;
     frontier = slowest_subscriber(ch, 1, &corrupt);
   } else {
     frontier = load64(u64_at(ch, PSY_OFF_HEAD));
   }
-  int64_t left = (int64_t)(ch->sent_end - frontier);
+  int64_t left = (int64_t)(sent_end - frontier);
   return left > 0 ? (uint64_t)left : 0;
 }
 

@@ -22,10 +22,13 @@ const bin = join(dir, "bin");
 const devZig = join(root, "node_modules", "@ryoppippi", "zig-linux-x64", "zig");
 
 /** Runs a command to its end (SIGKILL after timeoutMs); everything it printed. */
+const { PSYNE_LIB: _, ...withoutLibOverride } = process.env;
+
 async function run(cmd: string[], options: { cwd: string; path?: string; env?: Record<string, string>; timeoutMs?: number }) {
   const child = Bun.spawn(cmd, {
     cwd: options.cwd,
-    env: { ...process.env, PATH: options.path ?? `${bin}:${process.env.PATH}`, ...options.env },
+    // the installed package must use its own library, not one a test run points PSYNE_LIB at
+    env: { ...withoutLibOverride, PATH: options.path ?? `${bin}:${process.env.PATH}`, ...options.env },
     stdout: "pipe",
     stderr: "pipe",
     timeout: options.timeoutMs ?? 120_000,

@@ -94,6 +94,19 @@ PSY_API int32_t psy_commit(psy_channel *ch, uint32_t index);
 /* Drops a claimed record unsent; consumers skip it. */
 PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
 
+/* Retained reading, for a single consumer that forwards records (a network pump) and frees them
+ * only once the far side has them. psy_poll_retained returns the next record after the one it
+ * returned last, freeing nothing; psy_polled_end tells where that record ends (a position);
+ * psy_release_to frees everything before such a position; psy_rewind goes back to the first
+ * record not freed, to read them all again (a resend). Positions are doubles for FFI callers
+ * (exact below 2^53 bytes). Not for work queues (SPMC/MPMC). */
+PSY_API int32_t psy_poll_retained(psy_channel *ch);
+PSY_API double psy_polled_end(const psy_channel *ch);
+PSY_API int32_t psy_release_to(psy_channel *ch, double position);
+PSY_API int32_t psy_rewind(psy_channel *ch);
+/* Where this consumer has released up to (SPSC/MPSC: head; BROADCAST: its own cursor). */
+PSY_API double psy_released_position(const psy_channel *ch);
+
 /* Looks at the next record without consuming it: its index, or PSY_E_EMPTY. Releases the record
  * this handle held before, if any, so a payload pointer is valid until psy_release(), the next
  * psy_poll() or psy_close(). Details (length, type) are in psy_polled(). */

@@ -504,6 +504,50 @@ static int32_t poll(psy_channel *ch, int defer) {
 int32_t psy_poll(psy_channel *ch) { return poll(ch, 0); }
 int32_t psy_poll_batch(psy_channel *ch) { return poll(ch, 1); }
 
+/* ---- retained reading (psyne.h): a pump forwards records, frees them when acknowledged -------- */
+
+int32_t psy_poll_retained(psy_channel *ch) {
+  if (ch->fd < 0) return inherited(ch);
+  if (work_queue(ch)) return psy_fail(PSY_E_STATE, "channel %s: retained reading is for a single consumer, not %s", ch->path + 7, ch->mode == PSY_SPMC ? "SPMC" : "MPMC");
+  if (!(ch->roles & PSY_ROLE_CONSUMER)) {
+    int32_t rc = become_consumer(ch);
+    if (rc) return rc;
+  }
+  if (ch->held) { /* move past it privately: its space stays taken until psy_release_to */
+    ch->held = 0;
+    ch->read_pos = ch->held_pos + ch->held_span;
+  }
+  return read_next(ch);
+}
+
+double psy_polled_end(const psy_channel *ch) { return (double)(ch->held_pos + ch->held_span); }
+
+int32_t psy_release_to(psy_channel *ch, double position) {
+  uint64_t to = (uint64_t)position, limit = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
+  if (work_queue(ch) || (double)to != position || to - ch->read_published > limit - ch->read_published)
+    return psy_fail(PSY_E_INVALID_ARG, "channel %s: cannot release to position %.0f: released %llu, read %llu", ch->path + 7,
+                    position, (unsigned long long)ch->read_published, (unsigned long long)limit);
+  if (to == ch->read_published) return 0;
+  ch->read_published = to;
+  if (ch->held && to == limit) ch->held = 0, ch->read_pos = to;
+  /* free the space: pairs with the producer's load in make_room() (see publish_read) */
+  publish_position(ch, own_cursor(ch), to);
+  notify_waiters(ch, PSY_WAIT_SPACE);
+  return 0;
+}
+
+int32_t psy_rewind(psy_channel *ch) {
+  ch->held = 0;
+  ch->unpolled = 0;
+  ch->read_pos = ch->tail_cache = ch->read_published;
+  return 0;
+}
+
+double psy_released_position(const psy_channel *ch) {
+  if (ch->mode == PSY_BROADCAST) return (double)load64(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_READ_POS));
+  return (double)load64(u64_at(ch, PSY_OFF_HEAD));
+}
+
 const psy_polled_record *psy_polled(const psy_channel *ch) { return &ch->polled; }
 const psy_polled_record *psy_claimed(const psy_channel *ch) { return &ch->claimed; }
 

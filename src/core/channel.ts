@@ -11,6 +11,7 @@ import {
   NativeCode,
   PsyneError,
 } from "./errors";
+import { checkCallback, checkMax, checkTimeout, checkUint32, checkWaitOptions, describe, invalidArgument } from "./check";
 import { cstr, type Handle, lastError, lib } from "./ffi";
 import { debug } from "./debug";
 import { type HeaderInfo, readHeader } from "./header";
@@ -22,6 +23,7 @@ import {
   accepts,
   BUFFER,
   ByteVector,
+  checkMessageType,
   DISCARD,
   JsonType,
   META,
@@ -65,6 +67,9 @@ export interface ChannelOptions {
 }
 
 export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
+
+// psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
+const MAX_WAIT_MS = 2 ** 31 - 1;
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -130,22 +135,27 @@ export class Channel implements MessageChannel {
 
   constructor(uri: string, options: ChannelOptions = {}) {
     const { scheme, name } = parseUri(uri);
+    if (typeof options !== "object" || options === null || Array.isArray(options))
+      throw invalidArgument("createChannel(uri, options): options", "an object { bufferSize, mode, permissions, open, role }", options);
     const bufferSize = options.bufferSize ?? 0;
-    if (!Number.isInteger(bufferSize) || bufferSize < 0)
-      throw new PsyneError("INVALID_ARGUMENT", `bufferSize must be a positive integer, got ${String(options.bufferSize)}`);
+    if (typeof bufferSize !== "number" || !Number.isInteger(bufferSize) || bufferSize < 0)
+      throw invalidArgument("bufferSize", "a positive integer (bytes)", options.bufferSize);
     if (bufferSize > layout.MAX_CAPACITY)
       throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is larger than the maximum ${layout.MAX_CAPACITY}`);
     if (bufferSize !== 0 && bufferSize < 64)
       throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is too small: at least ${layout.MIN_CAPACITY} bytes are used, ask for 64 or more`);
     const mode = options.mode;
-    if (mode !== undefined && !(mode in modeIds))
-      throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${String(mode)}: use one of ${modeNames.join(", ")}`);
+    if (mode !== undefined && (typeof mode !== "string" || !Object.hasOwn(modeIds, mode)))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${describe(mode)}: use one of ${modeNames.join(", ")}`);
     const open = options.open ?? "create-or-attach";
-    if (!(open in openModeIds))
-      throw new PsyneError("INVALID_ARGUMENT", `unknown open mode ${String(open)}: use create-or-attach, create or attach`);
+    if (typeof open !== "string" || !Object.hasOwn(openModeIds, open))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown open mode ${describe(open)}: use "create-or-attach", "create" or "attach"`);
     const permissions = options.permissions ?? 0o600;
-    if (!Number.isInteger(permissions) || permissions < 0 || permissions > 0o777)
-      throw new PsyneError("INVALID_ARGUMENT", `permissions must be a file mode from 0 to 0o777, got ${String(permissions)}`);
+    if (typeof permissions !== "number" || !Number.isInteger(permissions) || permissions < 0 || permissions > 0o777)
+      throw invalidArgument("permissions", "a file mode from 0 to 0o777", options.permissions);
+    const role = options.role;
+    if (role !== undefined && role !== "producer" && role !== "consumer")
+      throw invalidArgument("role", '"producer" or "consumer"', role);
 
     const errorOut = new Int32Array(new ArrayBuffer(4));
     const handle = lib.psy_open(
@@ -174,12 +184,8 @@ export class Channel implements MessageChannel {
     this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
     trackOpen(this);
     debug(uri, `opened (${this.mode}, ${this.bufferSize} bytes, participant ${lib.psy_slot(handle)})`);
-    if (options.role) {
-      if (options.role !== "producer" && options.role !== "consumer") {
-        this.close();
-        throw new PsyneError("INVALID_ARGUMENT", `role must be "producer" or "consumer", got ${String(options.role)}`);
-      }
-      const rc = lib.psy_take_role(handle, options.role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
+    if (role !== undefined) {
+      const rc = lib.psy_take_role(handle, role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
       if (rc < 0) {
         const err = fromNative(rc, lastError());
         this.close();
@@ -227,6 +233,7 @@ export class Channel implements MessageChannel {
 
   /** Allocates in the channel, waiting for room; rejects with ChannelFullError on timeout. */
   async [ALLOC_ASYNC]<M>(type: MessageClass<M>, length: number | undefined, options?: WaitOptions): Promise<M> {
+    checkWaitOptions(options, `${type.typeName}.allocAsync()`);
     const message = this.tryAlloc(type, length) ?? spin(() => this.tryAlloc(type, length));
     if (message) return message;
     const byteLength = type.byteLengthFor(length ?? 0);
@@ -251,6 +258,7 @@ export class Channel implements MessageChannel {
    * timeout passes first, and with the signal's reason when it aborts.
    */
   async sendAsync(data: Message | string | ArrayBufferView | ArrayBuffer, options?: WaitOptions): Promise<void> {
+    checkWaitOptions(options, "sendAsync()");
     let asked = 0;
     const attempt = (): true | null => {
       try {
@@ -294,6 +302,7 @@ export class Channel implements MessageChannel {
 
   /** Allocates a message in the channel, or returns null when the channel is full. */
   tryAlloc<M>(type: MessageClass<M>, length?: number): M | null {
+    checkMessageType(type, "tryAlloc(type, length): type");
     const byteLength = type.byteLengthFor(length ?? 0);
     const offset = this[ALLOC](byteLength, type, true);
     if (offset < 0) return null;
@@ -338,10 +347,7 @@ export class Channel implements MessageChannel {
       return;
     }
     if (data instanceof ArrayBuffer) return this.#copyIn(new Uint8Array(data), ByteVector, TypeId.ByteVector);
-    throw new PsyneError(
-      "INVALID_ARGUMENT",
-      `send() takes a message, a string, a typed array or an ArrayBuffer, got ${data === null ? "null" : typeof data}; use sendJson() for other values`,
-    );
+    throw invalidArgument("send(data): data", "a message, a string, a typed array or an ArrayBuffer (sendJson() sends other values)", data);
   }
 
   /**
@@ -357,7 +363,20 @@ export class Channel implements MessageChannel {
     type: MessageType = ByteVector,
   ): number {
     const handle = this.#open();
+    checkUint32(count, "sendBatch(count, byteLength, write): count");
+    if (typeof byteLength !== "number" || !Number.isSafeInteger(byteLength) || byteLength < 0)
+      throw invalidArgument("sendBatch(count, byteLength, write): byteLength", "an integer >= 0", byteLength);
+    checkCallback(write, "sendBatch(count, byteLength, write): write", "(bytes, offset, index) => void that writes message `index` at bytes[offset...]");
+    checkMessageType(type, "sendBatch(count, byteLength, write, type): type");
+    const elementSize = (type as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
+    if (byteLength < type.minBytes || byteLength % elementSize !== 0)
+      throw new PsyneError(
+        "INVALID_ARGUMENT",
+        `sendBatch(count, byteLength, ...): a ${type.typeName} message of ${byteLength} bytes is not valid: ` +
+          (byteLength < type.minBytes ? `it has ${type.minBytes} bytes` : `use a multiple of ${elementSize} bytes`),
+      );
     if (byteLength > this.bufferSize - layout.REC_HEADER) this[ALLOC](byteLength, type, false); // throws MessageTooLargeError
+    if (count === 0) return 0;
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
     if (claimed === NativeCode.FULL) return 0;
     if (claimed < 0) throw fromNative(claimed, lastError());
@@ -382,6 +401,8 @@ export class Channel implements MessageChannel {
    */
   drainBytes(read: (bytes: Uint8Array, offset: number, length: number, typeId: number) => void, max = Number.POSITIVE_INFINITY): number {
     const handle = this.#open();
+    checkCallback(read, "drainBytes(read): read", "(bytes, offset, length, typeId) => void, called with each message available now");
+    checkMax(max, "drainBytes(read, max): max");
     this.#dropHeld();
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
     const polled = this.#polled;
@@ -404,8 +425,14 @@ export class Channel implements MessageChannel {
 
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
   sendJson(value: unknown): void {
-    const text = JSON.stringify(value);
-    if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `sendJson() cannot encode ${typeof value}`);
+    this.#open();
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (error) {
+      throw invalidArgument("sendJson(value): value", `a value JSON can encode (${(error as Error).message})`, value);
+    }
+    if (text === undefined) throw invalidArgument("sendJson(value): value", "a value JSON can encode", value);
     this.#sendText(text, JsonType);
   }
 
@@ -447,6 +474,7 @@ export class Channel implements MessageChannel {
   receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
     const handle = this.#open();
+    if (type !== undefined) checkMessageType(type, "receive(type): type");
     this.#dropHeld();
     const index = lib.psy_poll(handle);
     if (index < 0) {
@@ -501,6 +529,8 @@ export class Channel implements MessageChannel {
   recv<M>(type: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
   recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null>;
   async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
+    checkWaitOptions(options, "recv()");
+    if (type !== undefined) checkMessageType(type, "recv(type): type");
     const message = this.receive(type) ?? spin(() => this.receive(type)); // after a short spin, park
     if (message) return message;
     return this.#park().wait(WaitKind.Data, 0, () => this.receive(type), options);
@@ -510,9 +540,17 @@ export class Channel implements MessageChannel {
    * Every message as it arrives: `for await (const m of channel.messages(FloatVector))`. Each
    * message is released when the loop moves on; the loop ends when the channel is closed.
    */
-  messages(type?: undefined, options?: { signal?: AbortSignal }): AsyncGenerator<Message, void, undefined>;
-  messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal }): AsyncGenerator<M, void, undefined>;
-  async *messages<M>(type?: MessageClass<M>, options: { signal?: AbortSignal } = {}): AsyncGenerator<M, void, undefined> {
+  messages(type?: undefined, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<Message, void, undefined>;
+  messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined>;
+  messages<M>(type?: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined> {
+    if (type !== undefined) checkMessageType(type, "messages(type): type");
+    const { timeout } = checkWaitOptions(options, "messages()");
+    if (timeout !== undefined)
+      throw new PsyneError("INVALID_ARGUMENT", "messages() takes { signal } only: for a wait with a timeout use recv(type, { timeout })");
+    return this.#messages(type, options ?? {});
+  }
+
+  async *#messages<M>(type: MessageClass<M> | undefined, options: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined> {
     while (!this.closed) {
       let message: M | null;
       try {
@@ -538,14 +576,17 @@ export class Channel implements MessageChannel {
   receiveSync(type?: undefined, timeoutMs?: number): Message | null;
   receiveSync<M>(type: MessageClass<M>, timeoutMs?: number): M | null;
   receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null;
-  receiveSync<M>(type?: MessageClass<M>, timeoutMs = -1): M | Message | null {
-    const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
+  receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null {
+    if (type !== undefined) checkMessageType(type, "receiveSync(type, timeoutMs): type");
+    const timeout = checkTimeout(timeoutMs, "receiveSync(type, timeoutMs): timeoutMs") ?? Number.POSITIVE_INFINITY;
+    const deadline = performance.now() + timeout;
     for (;;) {
       const message = this.receive(type) ?? spin(() => this.receive(type));
       if (message) return message;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;
-      const rc = lib.psy_wait(this.#handle!, WaitKind.Data, 0, remaining === Number.POSITIVE_INFINITY ? -1 : Math.ceil(remaining));
+      // psy_wait takes an i32 of milliseconds (-1: no limit); a longer wait goes round again
+      const rc = lib.psy_wait(this.#handle!, WaitKind.Data, 0, remaining === Number.POSITIVE_INFINITY ? -1 : Math.min(Math.ceil(remaining), MAX_WAIT_MS));
       if (rc === NativeCode.INTERRUPTED) return this.receive(type);
       if (rc < 0 && rc !== NativeCode.TIMEOUT) throw fromNative(rc, lastError());
     }
@@ -553,9 +594,18 @@ export class Channel implements MessageChannel {
 
   /**
    * Receives every message available now (at most `max`), calling `handler` with each and
-   * releasing it after: the batch path, with no promise per message. Returns how many.
+   * releasing it after: the batch path, with no promise per message. Returns how many. (To
+   * wait until consumers took what this handle sent, a producer uses flush().)
    */
   drain<M>(handler: (message: M) => void, max = Number.POSITIVE_INFINITY, type?: MessageClass<M>): number {
+    this.#open();
+    checkCallback(
+      handler,
+      "drain(handler): handler",
+      "(message) => void: drain() receives every message available now and calls it with each (a producer that wants to wait until consumers took its messages calls flush())",
+    );
+    checkMax(max, "drain(handler, max): max");
+    if (type !== undefined) checkMessageType(type, "drain(handler, max, type): type");
     let count = 0;
     while (count < max) {
       const message = this.receive(type) as (M & Message) | null;

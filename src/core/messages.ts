@@ -1,6 +1,7 @@
 // Message types: typed-array vectors and fixed-layout structs whose memory is the message's bytes
 // inside the channel. A message is allocated in place, written, sent; a received one is a view of
 // channel memory until it is released.
+import { checkUint32, describe, invalidArgument } from "./check";
 import { PsyneError } from "./errors";
 import { layout } from "./layout";
 
@@ -100,8 +101,27 @@ export const TypeId = {
 
 const registry = new Map<number, MessageType>();
 export const typeById = (id: number): MessageType | undefined => registry.get(id);
+const knownTypes = new WeakSet<object>(); // every type ever made here, also one a later same-named definition replaced
+
+/** Is `value` a psyne message type (a vector type, a defineMessage class)? */
+export function isMessageType(value: unknown): value is MessageType {
+  return (typeof value === "function" || typeof value === "object") && value !== null && knownTypes.has(value);
+}
+
+let lastChecked: unknown = null; // the type checked last: a loop over one type pays one comparison
+
+/** Throws INVALID_ARGUMENT unless `value` is a message type; `what` names the argument. */
+export function checkMessageType(value: unknown, what: string): MessageType {
+  if (value !== lastChecked) {
+    if (!isMessageType(value))
+      throw invalidArgument(what, "a message type (FloatVector, DoubleVector, Int32Vector, ByteVector or a defineMessage() class)", value);
+    lastChecked = value;
+  }
+  return value as MessageType;
+}
 
 function register(type: MessageType): void {
+  knownTypes.add(type);
   const existing = registry.get(type.typeId);
   if (existing && existing.typeName !== type.typeName)
     throw new PsyneError(
@@ -162,6 +182,7 @@ const messageMethods = {
   as(this: Message, type: MessageType) {
     const meta = this[META];
     if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "view");
+    checkMessageType(type, "as(type): type");
     if (type.minBytes > meta.byteLength)
       throw new PsyneError(
         "MESSAGE_TYPE",
@@ -179,6 +200,15 @@ function bufferOf(message: Message): ArrayBuffer {
   return (message as unknown as { buffer: ArrayBuffer }).buffer ?? (message as unknown as StructInstance).view.buffer;
 }
 
+// Names a struct field cannot take: the members every message has (and Object.prototype's).
+const reservedFieldNames = new Set<string>([
+  ...Object.keys(Object.getOwnPropertyDescriptors(messageMethods)),
+  "view",
+  "byteLength",
+  "toJSON",
+  ...Object.getOwnPropertyNames(Object.prototype),
+]);
+
 function installMessageMethods(prototype: object): void {
   const descriptors = Object.getOwnPropertyDescriptors(messageMethods);
   for (const key of Reflect.ownKeys(descriptors)) {
@@ -187,14 +217,12 @@ function installMessageMethods(prototype: object): void {
 }
 
 function checkCount(typeName: string, count: unknown): number {
-  if (typeof count !== "number" || !Number.isInteger(count) || count < 0 || count > 0xffffffff)
-    throw new PsyneError("INVALID_ARGUMENT", `${typeName} length must be an integer from 0 to 2^32-1, got ${String(count)}`);
-  return count;
+  return checkUint32(count, `${typeName} length`);
 }
 
 function checkChannel(typeName: string, channel: unknown): MessageChannel {
-  if (!channel || typeof (channel as MessageChannel)[ALLOC] !== "function")
-    throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel()`);
+  if (typeof channel !== "object" || channel === null || typeof (channel as MessageChannel)[ALLOC] !== "function")
+    throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel(), got ${describe(channel)}`);
   return channel as MessageChannel;
 }
 
@@ -258,8 +286,12 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     }
 
     static allocAsync(channel: MessageChannel, length: number, options?: AllocOptions): Promise<Message> {
-      checkCount(typeName, length);
-      return checkChannel(typeName, channel)[ALLOC_ASYNC](Vector as unknown as MessageClass<Message>, length, options);
+      try {
+        checkCount(typeName, length);
+        return checkChannel(typeName, channel)[ALLOC_ASYNC](Vector as unknown as MessageClass<Message>, length, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
   }
   installMessageMethods(Vector.prototype);
@@ -394,6 +426,8 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
       return new Ctor(this.view.buffer as ArrayBuffer, meta.byteOffset + offset, count);
     },
     set(this: StructInstance & Message, value: ArrayLike<number>) {
+      if (typeof value !== "object" || value === null || typeof value.length !== "number")
+        throw invalidArgument(`field ${field}`, `an array or typed array of up to ${count} numbers`, value);
       if (value.length > count)
         throw new PsyneError("INVALID_ARGUMENT", `field ${field} holds ${count} elements, got ${value.length}`);
       (this as unknown as Record<string, InstanceType<typeof Ctor>>)[field]!.set(value as never);
@@ -412,26 +446,34 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
  */
 export function defineMessage<F extends Record<string, FieldSpec>>(name: string, fields: F): StructClass<F> {
   if (typeof name !== "string" || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name))
-    throw new PsyneError("INVALID_ARGUMENT", `message name must be an identifier, got ${JSON.stringify(name)}`);
+    throw invalidArgument("defineMessage(name, fields): name", "an identifier ([A-Za-z_][A-Za-z0-9_.]*)", name);
+  if (typeof fields !== "object" || fields === null || Array.isArray(fields))
+    throw invalidArgument(`defineMessage(${JSON.stringify(name)}, fields): fields`, 'an object of field types, e.g. { id: "u32", data: ["f32", 16] }', fields);
   const layoutOf: Record<string, { offset: number; spec: FieldSpec }> = {};
   const descriptors: PropertyDescriptorMap = {};
   let offset = 0;
   let maxAlign = 1;
   for (const [field, spec] of Object.entries(fields)) {
-    const [element, count] = Array.isArray(spec) ? spec : [spec, 0];
-    const size = scalarSize[element as Scalar];
     const isArray = Array.isArray(spec);
-    if (!size || (isArray && (!(element in arrayCtor) || !Number.isInteger(count) || count < 1)))
-      throw new PsyneError("INVALID_ARGUMENT", `field ${field} of ${name} has an unknown type ${JSON.stringify(spec)}`);
-    if (field in messageMethods || field === "view" || field === "constructor")
-      throw new PsyneError("INVALID_ARGUMENT", `field name ${field} of ${name} is reserved`);
+    const [element, count] = isArray ? (spec as unknown[]) : [spec, 0];
+    const known = isArray
+      ? spec.length === 2 && typeof element === "string" && Object.hasOwn(arrayCtor, element) && Number.isInteger(count) && (count as number) >= 1 && (count as number) <= 0x7fffffff
+      : typeof element === "string" && Object.hasOwn(scalarSize, element);
+    if (!known)
+      throw new PsyneError(
+        "INVALID_ARGUMENT",
+        `field ${field} of ${name} has an unknown type ${isArray ? `[${(spec as unknown[]).map(describe).join(", ")}]` : describe(spec)}: use one of ${Object.keys(scalarSize).join(", ")}, or [element, count] with a numeric element (not u64, i64 or bool) and a count >= 1`,
+      );
+    if (reservedFieldNames.has(field))
+      throw new PsyneError("INVALID_ARGUMENT", `field name ${field} of ${name} is reserved: every message has a member of that name`);
+    const size = scalarSize[element as Scalar];
     offset = Math.ceil(offset / size) * size;
     maxAlign = Math.max(maxAlign, size);
     layoutOf[field] = { offset, spec };
     descriptors[field] = isArray
-      ? arrayAccessor(element as keyof typeof arrayCtor, count, offset, field)
+      ? arrayAccessor(element as keyof typeof arrayCtor, count as number, offset, field)
       : scalarAccessor(element as Scalar, offset);
-    offset += size * (isArray ? count : 1);
+    offset += size * (isArray ? (count as number) : 1);
   }
   const byteLength = Math.ceil(offset / maxAlign) * maxAlign;
   const signature = `${name}{${Object.entries(layoutOf)
@@ -487,7 +529,11 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
     }
 
     static allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<Message> {
-      return checkChannel(name, channel)[ALLOC_ASYNC](Struct as unknown as MessageClass<Message>, undefined, options);
+      try {
+        return checkChannel(name, channel)[ALLOC_ASYNC](Struct as unknown as MessageClass<Message>, undefined, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
   }
   Object.defineProperties(Struct.prototype, descriptors);

@@ -26,6 +26,7 @@ import {
   checkMessageType,
   DISCARD,
   JsonType,
+  makeMeta,
   META,
   type Message,
   type MessageChannel,
@@ -34,6 +35,7 @@ import {
   MessageState,
   type MessageType,
   RELEASE,
+  retire,
   TextType,
   TypeId,
   typeById,
@@ -340,8 +342,8 @@ export class Channel implements MessageChannel {
     const type = typeById(typeId) ?? ByteVector;
     const start = this.#payloadBase + index;
     const copy = this.#buffer.slice(start, start + this.#polled[1]!);
-    const meta: MessageMeta = { channel: null, type, typeId, state: MessageState.Detached, byteOffset: 0, byteLength: copy.byteLength };
-    return { message: type.view(meta, copy), intact: lib.psy_peek_intact(handle) === 1 };
+    const meta = makeMeta(null, type, typeId, MessageState.Detached, copy, 0, copy.byteLength, -1);
+    return { message: type.view(meta), intact: lib.psy_peek_intact(handle) === 1 };
   }
 
   [BUFFER](): ArrayBuffer {
@@ -362,31 +364,25 @@ export class Channel implements MessageChannel {
     const byteLength = type.byteLengthFor(length ?? 0);
     const offset = this.#claim(byteLength, type, true);
     if (offset < 0) return null;
-    const meta: MessageMeta = {
-      channel: this,
-      type,
-      typeId: type.typeId,
-      state: MessageState.Allocated,
-      byteOffset: offset,
-      byteLength,
-    };
-    return type.view(meta, this.#buffer) as M;
+    const meta = makeMeta(this, type, type.typeId, MessageState.Allocated, this.#buffer, offset, byteLength, offset);
+    return type.view(meta) as M;
   }
 
   /**
    * Publishes a message allocated in this channel (zero-copy), or copies data in: a string
    * (arrives as text), a typed array or ArrayBuffer (arrives as a ByteVector), or a message from
-   * elsewhere (arrives as its type). An allocated message must not be used after send. A copying
-   * send while sendAsync()/allocAsync() calls of this handle wait throws INVALID_STATE rather than
-   * overtake them.
+   * elsewhere (arrives as its type). After send, the message's methods throw INVALID_STATE and its
+   * elements are channel memory that belongs to later messages: do not touch them. A copying send while sendAsync()/allocAsync() calls of this handle
+   * wait throws INVALID_STATE rather than overtake them.
    */
   send(data: Message | string | ArrayBufferView | ArrayBuffer): void {
     const handle = this.#open();
     const meta = (data as Message | null | undefined)?.[META];
     if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) {
-      const rc = lib.psy_commit(handle, (meta.byteOffset - this.#payloadBase) >>> 0);
+      const root = meta.owner ?? meta;
+      const rc = lib.psy_commit(handle, (root.recordOffset - this.#payloadBase) >>> 0);
       if (rc < 0) throw fromNative(rc, lastError());
-      meta.state = MessageState.Sent;
+      retire(root, MessageState.Sent);
       return;
     }
     this.#checkSendOrder("send()");
@@ -402,7 +398,7 @@ export class Channel implements MessageChannel {
       if (meta.state === MessageState.Sent) throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was already sent`);
       if (meta.state === MessageState.Released)
         throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was released; copy() it to keep it`);
-      this.#copyIn((data as Message).bytes(), meta.type, meta.typeId);
+      this.#copyIn(new Uint8Array(meta.buffer, meta.byteOffset, meta.byteLength), meta.type, meta.typeId);
       return;
     }
     if (typeof data === "string") return this.#sendText(data, TextType);
@@ -543,9 +539,9 @@ export class Channel implements MessageChannel {
 
   [DISCARD](message: Message): void {
     const meta = message[META];
-    const rc = lib.psy_abandon(this.#open(), meta.byteOffset - this.#payloadBase);
+    const rc = lib.psy_abandon(this.#open(), meta.recordOffset - this.#payloadBase);
     if (rc < 0) throw fromNative(rc, lastError());
-    meta.state = MessageState.Released;
+    retire(meta, MessageState.Released);
   }
 
   // ---- receiving ----------------------------------------------------------------------------
@@ -610,15 +606,9 @@ export class Channel implements MessageChannel {
         `${length}-byte message`,
       );
     }
-    const meta: MessageMeta = {
-      channel: this,
-      type: viewType!,
-      typeId,
-      state: MessageState.Received,
-      byteOffset: this.#payloadBase + index,
-      byteLength: length,
-    };
-    const message = viewType!.view(meta, this.#buffer);
+    const start = this.#payloadBase + index;
+    const meta = makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer, start, length, start);
+    const message = viewType!.view(meta);
     this.#held = message;
     return message;
   }
@@ -758,22 +748,25 @@ export class Channel implements MessageChannel {
 
   /** Marks the held message released (the C side frees it at the next poll or release). */
   #dropHeld(): void {
-    if (this.#held) {
-      this.#held[META].state = MessageState.Released;
+    const held = this.#held;
+    if (held !== null) {
       this.#held = null;
+      retire(held[META], MessageState.Released);
     }
   }
 
   [RELEASE](message: Message): void {
     const meta = message[META];
-    if (meta.state !== MessageState.Received) return;
+    const root = meta.owner ?? meta;
+    if (root.state !== MessageState.Received) return;
     // a view made with .as() shares the record with the held message
-    if (this.#held && this.#held[META].byteOffset === meta.byteOffset) {
+    if (this.#held !== null && this.#held[META] === root) {
       this.#dropHeld();
       const rc = lib.psy_release(this.#open());
       if (rc < 0) throw fromNative(rc, lastError());
+    } else {
+      retire(root, MessageState.Released);
     }
-    meta.state = MessageState.Released;
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 // A message's life ends at send(), release(), the same handle's next receive(), or close(): from
 // then on every psyne method of it, and of every view made with .as(), throws INVALID_STATE
-// instead of reading or releasing a later message.
+// instead of reading or releasing a later message; in checked mode (PSYNE_CHECKED=1) its elements
+// fail too, where the stale access is.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ByteVector, createChannel, defineMessage, FloatVector, Int32Vector, type Message, PsyneError, removeChannel } from "../src/index.ts";
-import { ownSegments, reapChildren, uniqueName } from "./helpers";
+import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName } from "./helpers";
 
 setDefaultTimeout(60_000);
 afterEach(reapChildren);
@@ -152,5 +153,37 @@ describe("after send()", () => {
     expect(codeOf(() => ch.send(v))).toBe("INVALID_STATE");
     expect(ch.receive(Int32Vector)![0]).toBe(42);
     expect(ch.receive()).toBeNull();
+  });
+});
+
+describe("checked mode (PSYNE_CHECKED=1)", () => {
+  test("a stale reference fails where it is used and never reaches another message's memory", async () => {
+    const child = spawnBun(fixture("checked_mode.ts"), [], { env: { PSYNE_CHECKED: "1" }, timeoutMs: 30_000 });
+    const result = report<Record<string, unknown>>(await finish(child));
+    expect(result).toEqual({
+      // write after send: TypeError from typed-array methods; an index write goes nowhere
+      sentFill: "TypeError",
+      sentIndexWrite: 0, // the stale vector has length 0
+      sentSubarrayFill: "TypeError",
+      sentBytes: "INVALID_STATE",
+      received: [1, 1, 1, 1], // not -1: the stale writes did not land
+      // read after release
+      releasedIndexRead: "undefined",
+      releasedReduce: "TypeError",
+      releasedViewFill: "TypeError",
+      releasedBytesRead: "TypeError",
+      releasedText: "INVALID_STATE",
+      nextReceiveBytesRead: "RangeError", // Buffer.from() of a detached view
+      // structs
+      structField: "INVALID_STATE",
+      structArrayField: "TypeError",
+      structReceived: { x: 2, data: [0, 0, 0, 0] },
+      structView: "INVALID_STATE",
+      // the batch calls
+      batchDrained: [1, 2],
+      batchKeptWrite: "TypeError",
+      batchKeptRead: "TypeError",
+      copyAfterRelease: [3, 4],
+    });
   });
 });

@@ -23,6 +23,7 @@ import {
   accepts,
   BUFFER,
   ByteVector,
+  CHECKED,
   checkMessageType,
   DISCARD,
   JsonType,
@@ -364,7 +365,9 @@ export class Channel implements MessageChannel {
     const byteLength = type.byteLengthFor(length ?? 0);
     const offset = this.#claim(byteLength, type, true);
     if (offset < 0) return null;
-    const meta = makeMeta(this, type, type.typeId, MessageState.Allocated, this.#buffer, offset, byteLength, offset);
+    const meta = CHECKED
+      ? makeMeta(this, type, type.typeId, MessageState.Allocated, new ArrayBuffer(byteLength), 0, byteLength, offset)
+      : makeMeta(this, type, type.typeId, MessageState.Allocated, this.#buffer, offset, byteLength, offset);
     return type.view(meta) as M;
   }
 
@@ -372,7 +375,8 @@ export class Channel implements MessageChannel {
    * Publishes a message allocated in this channel (zero-copy), or copies data in: a string
    * (arrives as text), a typed array or ArrayBuffer (arrives as a ByteVector), or a message from
    * elsewhere (arrives as its type). After send, the message's methods throw INVALID_STATE and its
-   * elements are channel memory that belongs to later messages: do not touch them. A copying send while sendAsync()/allocAsync() calls of this handle
+   * elements are channel memory that belongs to later messages: do not touch them (PSYNE_CHECKED=1
+   * makes such a bug throw). A copying send while sendAsync()/allocAsync() calls of this handle
    * wait throws INVALID_STATE rather than overtake them.
    */
   send(data: Message | string | ArrayBufferView | ArrayBuffer): void {
@@ -380,6 +384,7 @@ export class Channel implements MessageChannel {
     const meta = (data as Message | null | undefined)?.[META];
     if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) {
       const root = meta.owner ?? meta;
+      if (CHECKED) new Uint8Array(this.#buffer, root.recordOffset, root.byteLength).set(new Uint8Array(root.buffer, 0, root.byteLength));
       const rc = lib.psy_commit(handle, (root.recordOffset - this.#payloadBase) >>> 0);
       if (rc < 0) throw fromNative(rc, lastError());
       retire(root, MessageState.Sent);
@@ -463,7 +468,17 @@ export class Channel implements MessageChannel {
     const span = this.#claimed[3]!;
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
     try {
-      for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
+      if (CHECKED) {
+        // each message in a buffer of its own, copied in after `write` and then detached
+        for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) {
+          const own = new Uint8Array(byteLength);
+          write(own, 0, i);
+          bytes.set(own, offset);
+          own.buffer.transfer(0);
+        }
+      } else {
+        for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
+      }
     } catch (error) {
       lib.psy_abandon(handle, first);
       throw error;
@@ -496,7 +511,14 @@ export class Channel implements MessageChannel {
           throw fromNative(index, lastError());
         }
         count++;
-        read(bytes, this.#payloadBase + index, polled[1]!, polled[2]!);
+        if (CHECKED) {
+          const start = this.#payloadBase + index;
+          const own = new Uint8Array(this.#buffer.slice(start, start + polled[1]!));
+          read(own, 0, polled[1]!, polled[2]!);
+          own.buffer.transfer(0);
+        } else {
+          read(bytes, this.#payloadBase + index, polled[1]!, polled[2]!);
+        }
       }
     } finally {
       this.#receiving = null;
@@ -607,7 +629,9 @@ export class Channel implements MessageChannel {
       );
     }
     const start = this.#payloadBase + index;
-    const meta = makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer, start, length, start);
+    const meta = CHECKED
+      ? makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer.slice(start, start + length), 0, length, start)
+      : makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer, start, length, start);
     const message = viewType!.view(meta);
     this.#held = message;
     return message;

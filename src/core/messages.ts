@@ -1,10 +1,20 @@
 // Message types: typed-array vectors and fixed-layout structs whose memory is the message's bytes
 // inside the channel. A message is allocated in place, written, sent; a received one is a view of
 // channel memory until it is released. After send or release every psyne method throws
-// INVALID_STATE.
+// INVALID_STATE; in checked mode (PSYNE_CHECKED=1) the elements do too (see CHECKED).
 import { checkUint32, describe, invalidArgument } from "./check";
 import { PsyneError } from "./errors";
 import { layout } from "./layout";
+
+/**
+ * Checked mode, read once at load (PSYNE_CHECKED=1; for tests and development). Each message is a
+ * view of its own ArrayBuffer instead of channel memory: an allocated one is copied into the channel
+ * when sent, a received one is copied out when received, and the buffer is detached
+ * (ArrayBuffer.prototype.transfer) on send, release and discard. A stale reference then fails
+ * where it is used (a TypeError from any typed-array method or DataView, length 0, undefined
+ * elements) instead of reading or writing memory that now belongs to another message.
+ */
+export const CHECKED: boolean = process.env.PSYNE_CHECKED === "1";
 
 /** What a message needs from its channel; implemented by Channel under these symbol keys. */
 export const ALLOC = Symbol("psyne.alloc");
@@ -47,7 +57,7 @@ export interface MessageMeta {
   type: MessageType;
   typeId: number; // the id on the wire (differs from type.typeId for an unknown type viewed as bytes)
   state: MessageState;
-  buffer: ArrayBuffer; // the memory the message views: the channel's mapping, or its own (copies)
+  buffer: ArrayBuffer; // the memory the message views: the channel's mapping, or its own (copies, checked mode)
   byteOffset: number; // payload offset in `buffer`
   byteLength: number; // payload bytes
   recordOffset: number; // payload offset in the channel's mapping (-1 for a detached copy)
@@ -69,12 +79,16 @@ export function makeMeta(
   return { channel, type, typeId, state, buffer, byteOffset, byteLength, recordOffset, owner: null, views: null };
 }
 
-/** Ends a message's life in the channel (Sent or Released), for it and every .as() view of it. */
+/**
+ * Ends a message's life in the channel (Sent or Released), for it and every .as() view of it; in
+ * checked mode its own buffer is detached, so stale element access fails where it happens.
+ */
 export function retire(meta: MessageMeta, state: MessageState.Sent | MessageState.Released): void {
   const root = meta.owner ?? meta;
   root.state = state;
   const views = root.views;
   if (views !== null) for (let i = 0; i < views.length; i++) views[i]!.state = state;
+  if (CHECKED && root.recordOffset >= 0) root.buffer.transfer(0);
 }
 
 export const META = Symbol("psyne.meta");
@@ -237,7 +251,7 @@ const messageMethods = {
         "MESSAGE_TYPE",
         `a ${this.type} message of ${meta.byteLength} bytes is too short for ${type.typeName} (${type.minBytes} bytes)`,
       );
-    // the view shares the record: it lives and dies with it
+    // the view shares the record (and, in checked mode, the buffer): it lives and dies with it
     const viewMeta = makeMeta(meta.channel, type, meta.typeId, meta.state, meta.buffer, meta.byteOffset, meta.byteLength, meta.recordOffset);
     if (meta.state !== MessageState.Detached) {
       const root = meta.owner ?? meta;
@@ -274,10 +288,15 @@ function checkChannel(typeName: string, channel: unknown): MessageChannel {
   return channel as MessageChannel;
 }
 
-/** Claims `byteLength` bytes for a new message and returns its meta, over channel memory. */
+/**
+ * Claims `byteLength` bytes for a new message and returns its meta: over channel memory, or in
+ * checked mode over a buffer of its own that send() copies in.
+ */
 function allocMeta(channel: MessageChannel, type: MessageType, byteLength: number): MessageMeta {
   const offset = channel[ALLOC](byteLength, type, false);
-  return makeMeta(channel, type, type.typeId, MessageState.Allocated, channel[BUFFER](), offset, byteLength, offset);
+  return CHECKED
+    ? makeMeta(channel, type, type.typeId, MessageState.Allocated, new ArrayBuffer(byteLength), 0, byteLength, offset)
+    : makeMeta(channel, type, type.typeId, MessageState.Allocated, channel[BUFFER](), offset, byteLength, offset);
 }
 
 // ---- vectors -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import {
   NativeCode,
   PsyneError,
 } from "./errors";
+import { checkCallback, checkMax, checkTimeout, checkUint32, checkWaitOptions, describe, invalidArgument } from "./check";
 import { cstr, type Handle, lastError, lib } from "./ffi";
 import { debug } from "./debug";
 import { type HeaderInfo, readHeader } from "./header";
@@ -22,8 +23,11 @@ import {
   accepts,
   BUFFER,
   ByteVector,
+  CHECKED,
+  checkMessageType,
   DISCARD,
   JsonType,
+  makeMeta,
   META,
   type Message,
   type MessageChannel,
@@ -32,6 +36,7 @@ import {
   MessageState,
   type MessageType,
   RELEASE,
+  retire,
   TextType,
   TypeId,
   typeById,
@@ -65,6 +70,9 @@ export interface ChannelOptions {
 }
 
 export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
+
+// psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
+const MAX_WAIT_MS = 2 ** 31 - 1;
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -130,25 +138,38 @@ export class Channel implements MessageChannel {
   #payloadBase: number; // buffer offset of ring index 0's payload
   #parking: Parking | null = null; // async waits, made on first use
   #bytes: Uint8Array | null = null; // the whole mapping, for the batch calls
+  // The receive in progress on this handle ("recv()", "messages()", "drain()", ...) or null: one
+  // at a time, since each receive releases the message before it.
+  #receiving: string | null = null;
+  // A recv() frees the handle one microtask after it settles: its caller's await runs first
+  // only after that, so two recv() calls in a row without an await still find the first pending.
+  #endRecv = (): void => {
+    this.#receiving = null;
+  };
 
   constructor(uri: string, options: ChannelOptions = {}) {
     const { scheme, name } = parseUri(uri);
+    if (typeof options !== "object" || options === null || Array.isArray(options))
+      throw invalidArgument("createChannel(uri, options): options", "an object { bufferSize, mode, permissions, open, role }", options);
     const bufferSize = options.bufferSize ?? 0;
-    if (!Number.isInteger(bufferSize) || bufferSize < 0)
-      throw new PsyneError("INVALID_ARGUMENT", `bufferSize must be a positive integer, got ${String(options.bufferSize)}`);
+    if (typeof bufferSize !== "number" || !Number.isInteger(bufferSize) || bufferSize < 0)
+      throw invalidArgument("bufferSize", "a positive integer (bytes)", options.bufferSize);
     if (bufferSize > layout.MAX_CAPACITY)
       throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is larger than the maximum ${layout.MAX_CAPACITY}`);
     if (bufferSize !== 0 && bufferSize < 64)
       throw new PsyneError("INVALID_ARGUMENT", `bufferSize ${bufferSize} is too small: at least ${layout.MIN_CAPACITY} bytes are used, ask for 64 or more`);
     const mode = options.mode;
-    if (mode !== undefined && !(mode in modeIds))
-      throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${String(mode)}: use one of ${modeNames.join(", ")}`);
+    if (mode !== undefined && (typeof mode !== "string" || !Object.hasOwn(modeIds, mode)))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${describe(mode)}: use one of ${modeNames.join(", ")}`);
     const open = options.open ?? "create-or-attach";
-    if (!(open in openModeIds))
-      throw new PsyneError("INVALID_ARGUMENT", `unknown open mode ${String(open)}: use create-or-attach, create or attach`);
+    if (typeof open !== "string" || !Object.hasOwn(openModeIds, open))
+      throw new PsyneError("INVALID_ARGUMENT", `unknown open mode ${describe(open)}: use "create-or-attach", "create" or "attach"`);
     const permissions = options.permissions ?? 0o600;
-    if (!Number.isInteger(permissions) || permissions < 0 || permissions > 0o777)
-      throw new PsyneError("INVALID_ARGUMENT", `permissions must be a file mode from 0 to 0o777, got ${String(permissions)}`);
+    if (typeof permissions !== "number" || !Number.isInteger(permissions) || permissions < 0 || permissions > 0o777)
+      throw invalidArgument("permissions", "a file mode from 0 to 0o777", options.permissions);
+    const role = options.role;
+    if (role !== undefined && role !== "producer" && role !== "consumer")
+      throw invalidArgument("role", '"producer" or "consumer"', role);
 
     const errorOut = new Int32Array(new ArrayBuffer(4));
     const handle = lib.psy_open(
@@ -179,12 +200,8 @@ export class Channel implements MessageChannel {
     this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
     trackOpen(this);
     debug(uri, `opened (${this.mode}, ${this.bufferSize} bytes, participant ${lib.psy_slot(handle)})`);
-    if (options.role) {
-      if (options.role !== "producer" && options.role !== "consumer") {
-        this.close();
-        throw new PsyneError("INVALID_ARGUMENT", `role must be "producer" or "consumer", got ${String(options.role)}`);
-      }
-      const rc = lib.psy_take_role(handle, options.role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
+    if (role !== undefined) {
+      const rc = lib.psy_take_role(handle, role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
       if (rc < 0) {
         const err = fromNative(rc, lastError());
         this.close();
@@ -204,8 +221,14 @@ export class Channel implements MessageChannel {
 
   // ---- sending ------------------------------------------------------------------------------
 
-  /** Claims a record; returns its payload offset in the mapping, or -1 if full and `orNull`. */
+  /** Claims a record for a new message (new T(channel, n)); see #claim. */
   [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
+    this.#checkSendOrder(`allocating a ${type.typeName}`);
+    return this.#claim(byteLength, type, orNull);
+  }
+
+  /** Claims a record; returns its payload offset in the mapping, or -1 if full and `orNull`. */
+  #claim(byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
     const handle = this.#open();
     // checked here, not only in C: the C side takes a u32, and 2^32 bytes would wrap to a small size
     const index = byteLength > this.bufferSize - layout.REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
@@ -214,15 +237,33 @@ export class Channel implements MessageChannel {
       if (orNull) return -1;
       throw this.#fullError(byteLength);
     }
-    if (index === NativeCode.TOO_LARGE) {
-      const maxSize = this.bufferSize - layout.REC_HEADER;
-      throw new MessageTooLargeError(
-        `a ${type.typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
-        byteLength,
-        maxSize,
-      );
-    }
+    if (index === NativeCode.TOO_LARGE) throw this.#tooLarge(byteLength, type.typeName);
     throw fromNative(index, lastError());
+  }
+
+  #tooLarge(byteLength: number, typeName: string): MessageTooLargeError {
+    const maxSize = this.bufferSize - layout.REC_HEADER;
+    return new MessageTooLargeError(
+      `a ${typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
+      byteLength,
+      maxSize,
+    );
+  }
+
+  /**
+   * Waiting sends and allocations of this handle leave in call order: a send or allocation that
+   * does not wait throws rather than overtake them.
+   */
+  #checkSendOrder(what: string): void {
+    const parking = this.#parking;
+    if (parking === null) return;
+    const waiting = parking.pending(WaitKind.Space);
+    if (waiting > 0)
+      throw new PsyneError(
+        "INVALID_STATE",
+        `${what} on ${this.uri} now would overtake ${waiting} sendAsync()/allocAsync() call${waiting === 1 ? "" : "s"} of this handle still waiting for room: ` +
+          "await them first, or use sendAsync()/allocAsync(), which queue in call order",
+      );
   }
 
   #park(): Parking {
@@ -230,15 +271,25 @@ export class Channel implements MessageChannel {
     return this.#parking;
   }
 
-  /** Allocates in the channel, waiting for room; rejects with ChannelFullError on timeout. */
+  /**
+   * Allocates in the channel, waiting for room; rejects with ChannelFullError on timeout.
+   * Waiting allocations and sends of one handle are served in call order.
+   */
   async [ALLOC_ASYNC]<M>(type: MessageClass<M>, length: number | undefined, options?: WaitOptions): Promise<M> {
-    const message = this.tryAlloc(type, length) ?? spin(() => this.tryAlloc(type, length));
-    if (message) return message;
+    const { timeout, signal } = checkWaitOptions(options, `${type.typeName}.allocAsync()`);
+    this.#open();
+    if (signal?.aborted) throw signal.reason;
     const byteLength = type.byteLengthFor(length ?? 0);
-    const got = await this.#park().wait(WaitKind.Space, byteLength, () => this.tryAlloc(type, length), options);
+    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    const attempt = (): M | null => this.#tryAlloc(type, length);
+    if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
+      const message = attempt() ?? spin(attempt);
+      if (message) return message;
+    }
+    const got = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
     if (got) return got;
     this.#open();
-    throw this.#fullError(byteLength, `still full after ${options?.timeout} ms`);
+    throw this.#fullError(byteLength, `still full after ${timeout} ms`);
   }
 
   #fullError(byteLength: number, why = ""): ChannelFullError {
@@ -253,24 +304,32 @@ export class Channel implements MessageChannel {
 
   /**
    * send(), waiting for room while the channel is full. Rejects with ChannelFullError when the
-   * timeout passes first, and with the signal's reason when it aborts.
+   * timeout passes first (Infinity or none: no limit), and with the signal's reason when it
+   * aborts; an aborted signal sends nothing. Waiting sends (and allocAsync() calls) of one
+   * handle leave in call order; a send() while they wait throws INVALID_STATE rather than
+   * overtake them. A message allocated on this channel is published at once (it has its room).
    */
   async sendAsync(data: Message | string | ArrayBufferView | ArrayBuffer, options?: WaitOptions): Promise<void> {
-    let asked = 0;
+    const { timeout, signal } = checkWaitOptions(options, "sendAsync()");
+    this.#open();
+    if (signal?.aborted) throw signal.reason;
+    const meta = (data as Message | null | undefined)?.[META];
+    if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) return this.send(data);
+    const size = this.#copySize(data);
+    if (size > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(size, meta?.type.typeName ?? (typeof data === "string" ? "text" : "ByteVector"));
     const attempt = (): true | null => {
       try {
-        this.send(data);
+        this.#sendCopy(data);
         return true;
       } catch (error) {
-        if (!(error instanceof ChannelFullError)) throw error;
-        asked = error.asked;
-        return null;
+        if (error instanceof ChannelFullError) return null;
+        throw error;
       }
     };
-    if (attempt() || spin(attempt)) return;
-    if (await this.#park().wait(WaitKind.Space, asked, attempt, options)) return;
+    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || spin(attempt))) return;
+    if (await this.#park().wait(WaitKind.Space, size, attempt, { timeout, signal })) return;
     this.#open();
-    throw this.#fullError(asked, `still full after ${options?.timeout} ms`);
+    throw this.#fullError(size, `still full after ${timeout} ms`);
   }
 
   /**
@@ -289,52 +348,67 @@ export class Channel implements MessageChannel {
     const type = typeById(typeId) ?? ByteVector;
     const start = this.#payloadBase + index;
     const copy = this.#buffer.slice(start, start + this.#polled[1]!);
-    const meta: MessageMeta = { channel: null, type, typeId, state: MessageState.Detached, byteOffset: 0, byteLength: copy.byteLength };
-    return { message: type.view(meta, copy), intact: lib.psy_peek_intact(handle) === 1 };
+    const meta = makeMeta(null, type, typeId, MessageState.Detached, copy, 0, copy.byteLength, -1);
+    return { message: type.view(meta), intact: lib.psy_peek_intact(handle) === 1 };
   }
 
   [BUFFER](): ArrayBuffer {
     return this.#buffer;
   }
 
-  /** Allocates a message in the channel, or returns null when the channel is full. */
+  /**
+   * Allocates a message in the channel, or returns null when the channel is full. Throws
+   * INVALID_STATE while sendAsync()/allocAsync() calls of this handle wait (it would overtake them).
+   */
   tryAlloc<M>(type: MessageClass<M>, length?: number): M | null {
+    checkMessageType(type, "tryAlloc(type, length): type");
+    this.#checkSendOrder("tryAlloc()");
+    return this.#tryAlloc(type, length);
+  }
+
+  #tryAlloc<M>(type: MessageClass<M>, length: number | undefined): M | null {
     const byteLength = type.byteLengthFor(length ?? 0);
-    const offset = this[ALLOC](byteLength, type, true);
+    const offset = this.#claim(byteLength, type, true);
     if (offset < 0) return null;
-    const meta: MessageMeta = {
-      channel: this,
-      type,
-      typeId: type.typeId,
-      state: MessageState.Allocated,
-      byteOffset: offset,
-      byteLength,
-    };
-    const message = type.view(meta, this.#buffer);
-    return message as M;
+    const meta = CHECKED
+      ? makeMeta(this, type, type.typeId, MessageState.Allocated, new ArrayBuffer(byteLength), 0, byteLength, offset)
+      : makeMeta(this, type, type.typeId, MessageState.Allocated, this.#buffer, offset, byteLength, offset);
+    return type.view(meta) as M;
   }
 
   /**
    * Publishes a message allocated in this channel (zero-copy), or copies data in: a string
    * (arrives as text), a typed array or ArrayBuffer (arrives as a ByteVector), or a message from
-   * elsewhere (arrives as its type). An allocated message must not be used after send.
+   * elsewhere (arrives as its type). After send, the message's methods throw INVALID_STATE and its
+   * elements are channel memory that belongs to later messages: do not touch them (PSYNE_CHECKED=1
+   * makes such a bug throw). A copying send while sendAsync()/allocAsync() calls of this handle
+   * wait throws INVALID_STATE rather than overtake them.
    */
   send(data: Message | string | ArrayBufferView | ArrayBuffer): void {
     const handle = this.#open();
-    const meta = (data as Message)?.[META];
-    if (meta && meta.channel === this && meta.state === MessageState.Allocated) {
-      const rc = lib.psy_commit(handle, (meta.byteOffset - this.#payloadBase) >>> 0);
+    const meta = (data as Message | null | undefined)?.[META];
+    if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) {
+      const root = meta.owner ?? meta;
+      if (CHECKED) new Uint8Array(this.#buffer, root.recordOffset, root.byteLength).set(new Uint8Array(root.buffer, 0, root.byteLength));
+      const rc = lib.psy_commit(handle, (root.recordOffset - this.#payloadBase) >>> 0);
       if (rc < 0) throw fromNative(rc, lastError());
-      meta.state = MessageState.Sent;
+      retire(root, MessageState.Sent);
       return;
     }
-    if (meta) {
-      if (meta.state === MessageState.Allocated)
+    this.#checkSendOrder("send()");
+    this.#sendCopy(data);
+  }
+
+  /** The copying part of send(): data that is not a message allocated on this channel. */
+  #sendCopy(data: Message | string | ArrayBufferView | ArrayBuffer): void {
+    const meta = (data as Message | null | undefined)?.[META];
+    if (meta !== undefined) {
+      if (meta.state === MessageState.Allocated && meta.channel !== this)
         throw new PsyneError("INVALID_STATE", `a message allocated on ${meta.channel?.uri} cannot be sent on ${this.uri}`);
       if (meta.state === MessageState.Sent) throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was already sent`);
       if (meta.state === MessageState.Released)
         throw new PsyneError("INVALID_STATE", `this ${meta.type.typeName} message was released; copy() it to keep it`);
-      this.#copyIn((data as Message).bytes(), meta.type, meta.typeId);
+      this.#copyIn(new Uint8Array(meta.buffer, meta.byteOffset, meta.byteLength), meta.type, meta.typeId);
       return;
     }
     if (typeof data === "string") return this.#sendText(data, TextType);
@@ -343,17 +417,32 @@ export class Channel implements MessageChannel {
       return;
     }
     if (data instanceof ArrayBuffer) return this.#copyIn(new Uint8Array(data), ByteVector, TypeId.ByteVector);
-    throw new PsyneError(
-      "INVALID_ARGUMENT",
-      `send() takes a message, a string, a typed array or an ArrayBuffer, got ${data === null ? "null" : typeof data}; use sendJson() for other values`,
-    );
+    throw this.#notSendable(data);
+  }
+
+  #notSendable(data: unknown): PsyneError {
+    return invalidArgument("send(data): data", "a message, a string, a typed array or an ArrayBuffer (sendJson() sends other values)", data);
+  }
+
+  /** Payload bytes #sendCopy(data) needs; throws as it would for data it cannot send. */
+  #copySize(data: Message | string | ArrayBufferView | ArrayBuffer): number {
+    const meta = (data as Message | null | undefined)?.[META];
+    if (meta !== undefined) {
+      if (meta.state === MessageState.Sent || meta.state === MessageState.Released || (meta.state === MessageState.Allocated && meta.channel !== this))
+        this.#sendCopy(data); // throws the state error
+      return meta.byteLength;
+    }
+    if (typeof data === "string") return Buffer.byteLength(data, "utf8");
+    if (ArrayBuffer.isView(data) || data instanceof ArrayBuffer) return data.byteLength;
+    throw this.#notSendable(data);
   }
 
   /**
    * The batch path: claims up to `count` messages of `byteLength` bytes at once, calls
    * `write(bytes, offset, i)` for each (write the i-th message's payload at `bytes[offset ...]`),
    * then publishes them all with one call. No object per message. Returns how many were sent:
-   * as many as fit now (0 when the channel is full). If `write` throws, none is sent.
+   * as many as fit now (0 when the channel is full). If `write` throws, none is sent. `bytes` is
+   * valid only during the call.
    */
   sendBatch(
     count: number,
@@ -362,7 +451,21 @@ export class Channel implements MessageChannel {
     type: MessageType = ByteVector,
   ): number {
     const handle = this.#open();
-    if (byteLength > this.bufferSize - layout.REC_HEADER) this[ALLOC](byteLength, type, false); // throws MessageTooLargeError
+    checkUint32(count, "sendBatch(count, byteLength, write): count");
+    if (typeof byteLength !== "number" || !Number.isSafeInteger(byteLength) || byteLength < 0)
+      throw invalidArgument("sendBatch(count, byteLength, write): byteLength", "an integer >= 0", byteLength);
+    checkCallback(write, "sendBatch(count, byteLength, write): write", "(bytes, offset, index) => void that writes message `index` at bytes[offset...]");
+    checkMessageType(type, "sendBatch(count, byteLength, write, type): type");
+    const elementSize = (type as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
+    if (byteLength < type.minBytes || byteLength % elementSize !== 0)
+      throw new PsyneError(
+        "INVALID_ARGUMENT",
+        `sendBatch(count, byteLength, ...): a ${type.typeName} message of ${byteLength} bytes is not valid: ` +
+          (byteLength < type.minBytes ? `it has ${type.minBytes} bytes` : `use a multiple of ${elementSize} bytes`),
+      );
+    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    this.#checkSendOrder("sendBatch()");
+    if (count === 0) return 0;
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
     if (claimed === NativeCode.FULL) return 0;
     if (claimed < 0) throw fromNative(claimed, lastError());
@@ -370,7 +473,17 @@ export class Channel implements MessageChannel {
     const span = this.#claimed[3]!;
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
     try {
-      for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
+      if (CHECKED) {
+        // each message in a buffer of its own, copied in after `write` and then detached
+        for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) {
+          const own = new Uint8Array(byteLength);
+          write(own, 0, i);
+          bytes.set(own, offset);
+          own.buffer.transfer(0);
+        }
+      } else {
+        for (let i = 0, offset = this.#payloadBase + first; i < claimed; i++, offset += span) write(bytes, offset, i);
+      }
     } catch (error) {
       lib.psy_abandon(handle, first);
       throw error;
@@ -387,10 +500,14 @@ export class Channel implements MessageChannel {
    */
   drainBytes(read: (bytes: Uint8Array, offset: number, length: number, typeId: number) => void, max = Number.POSITIVE_INFINITY): number {
     const handle = this.#open();
+    checkCallback(read, "drainBytes(read): read", "(bytes, offset, length, typeId) => void, called with each message available now");
+    checkMax(max, "drainBytes(read, max): max");
+    this.#checkNotReceiving("drainBytes()");
     this.#dropHeld();
     const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
     const polled = this.#polled;
     let count = 0;
+    this.#receiving = "drainBytes()";
     try {
       while (count < max) {
         const index = lib.psy_poll_batch(handle); // releases the previous one; frees space in bulk
@@ -399,9 +516,17 @@ export class Channel implements MessageChannel {
           throw fromNative(index, lastError());
         }
         count++;
-        read(bytes, this.#payloadBase + index, polled[1]!, polled[2]!);
+        if (CHECKED) {
+          const start = this.#payloadBase + index;
+          const own = new Uint8Array(this.#buffer.slice(start, start + polled[1]!));
+          read(own, 0, polled[1]!, polled[2]!);
+          own.buffer.transfer(0);
+        } else {
+          read(bytes, this.#payloadBase + index, polled[1]!, polled[2]!);
+        }
       }
     } finally {
+      this.#receiving = null;
       lib.psy_release(handle);
     }
     return count;
@@ -409,20 +534,27 @@ export class Channel implements MessageChannel {
 
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
   sendJson(value: unknown): void {
-    const text = JSON.stringify(value);
-    if (text === undefined) throw new PsyneError("INVALID_ARGUMENT", `sendJson() cannot encode ${typeof value}`);
+    this.#open();
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (error) {
+      throw invalidArgument("sendJson(value): value", `a value JSON can encode (${(error as Error).message})`, value);
+    }
+    if (text === undefined) throw invalidArgument("sendJson(value): value", "a value JSON can encode", value);
+    this.#checkSendOrder("sendJson()");
     this.#sendText(text, JsonType);
   }
 
   #sendText(text: string, type: MessageType): void {
     const byteLength = Buffer.byteLength(text, "utf8");
-    const offset = this[ALLOC](byteLength, type, false);
+    const offset = this.#claim(byteLength, type, false);
     new TextEncoder().encodeInto(text, new Uint8Array(this.#buffer, offset, byteLength));
     this.#commitAt(offset);
   }
 
   #copyIn(bytes: Uint8Array, type: MessageType, typeId: number): void {
-    const offset = this[ALLOC](bytes.byteLength, { typeName: type.typeName, typeId }, false);
+    const offset = this.#claim(bytes.byteLength, { typeName: type.typeName, typeId }, false);
     new Uint8Array(this.#buffer, offset, bytes.byteLength).set(bytes);
     this.#commitAt(offset);
   }
@@ -434,23 +566,40 @@ export class Channel implements MessageChannel {
 
   [DISCARD](message: Message): void {
     const meta = message[META];
-    const rc = lib.psy_abandon(this.#open(), meta.byteOffset - this.#payloadBase);
+    const rc = lib.psy_abandon(this.#open(), meta.recordOffset - this.#payloadBase);
     if (rc < 0) throw fromNative(rc, lastError());
-    meta.state = MessageState.Released;
+    retire(meta, MessageState.Released);
   }
 
   // ---- receiving ----------------------------------------------------------------------------
+
+  #checkNotReceiving(call: string): void {
+    if (this.#receiving !== null)
+      throw new PsyneError(
+        "INVALID_STATE",
+        `${call} on ${this.uri} while this handle's ${this.#receiving} is pending: one handle serves one receive at a time ` +
+          "(each receive releases the message before it); await it or end that loop first, or open another handle with createChannel() for concurrent consumers",
+      );
+  }
 
   /**
    * The next message, or null when there is none; never blocks. With a type, a message of
    * another type throws MessageTypeError and stays in the channel. The message is a view of
    * channel memory, valid until release(), this handle's next receive(), or the end of a
-   * `using` block; copy() keeps it longer.
+   * `using` block; copy() keeps it longer. Throws INVALID_STATE while a recv() or messages()
+   * loop of this handle is pending.
    */
   receive(): Message | null;
   receive<M>(type: MessageClass<M>): M | null;
   receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
+    this.#open();
+    if (this.#receiving !== null) this.#checkNotReceiving("receive()");
+    if (type !== undefined) checkMessageType(type, "receive(type): type");
+    return this.#receive(type);
+  }
+
+  #receive<M>(type: MessageClass<M> | undefined): M | Message | null {
     const handle = this.#open();
     this.#dropHeld();
     const index = lib.psy_poll(handle);
@@ -484,115 +633,169 @@ export class Channel implements MessageChannel {
         `${length}-byte message`,
       );
     }
-    const meta: MessageMeta = {
-      channel: this,
-      type: viewType!,
-      typeId,
-      state: MessageState.Received,
-      byteOffset: this.#payloadBase + index,
-      byteLength: length,
-    };
-    const message = viewType!.view(meta, this.#buffer);
+    const start = this.#payloadBase + index;
+    const meta = CHECKED
+      ? makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer.slice(start, start + length), 0, length, start)
+      : makeMeta(this, viewType!, typeId, MessageState.Received, this.#buffer, start, length, start);
+    const message = viewType!.view(meta);
     this.#held = message;
     return message;
   }
 
   /**
-   * Waits for the next message: resolves with it, or with null when `timeout` ms pass first;
-   * rejects with the signal's reason when it aborts, and with a PsyneError (CHANNEL_CLOSED) if the
-   * channel is closed meanwhile. The waiter sleeps in the kernel: it costs no CPU while idle.
+   * Waits for the next message: resolves with it, or with null when `timeout` ms pass first
+   * (Infinity or none: no limit); rejects with the signal's reason when it aborts (an aborted
+   * signal takes nothing), and with a PsyneError (CHANNEL_CLOSED) if the channel is closed
+   * meanwhile. One receive at a time per handle: while one is pending, another recv(),
+   * messages(), receive() or drain() rejects or throws INVALID_STATE. The waiter sleeps in the
+   * kernel: it costs no CPU while idle.
    */
   recv(type?: undefined, options?: WaitOptions): Promise<Message | null>;
   recv<M>(type: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
   recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null>;
   async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
-    const message = this.receive(type) ?? spin(() => this.receive(type)); // after a short spin, park
-    if (message) return message;
-    return this.#park().wait(WaitKind.Data, 0, () => this.receive(type), options);
+    const { timeout, signal } = checkWaitOptions(options, "recv()");
+    if (type !== undefined) checkMessageType(type, "recv(type): type");
+    this.#open();
+    this.#checkNotReceiving("recv()");
+    if (signal?.aborted) throw signal.reason;
+    this.#receiving = "recv()";
+    try {
+      const message = this.#receive(type) ?? spin(() => this.#receive(type)); // after a short spin, park
+      if (message) return message;
+      return await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), { timeout, signal });
+    } finally {
+      queueMicrotask(this.#endRecv);
+    }
   }
 
   /**
    * Every message as it arrives: `for await (const m of channel.messages(FloatVector))`. Each
-   * message is released when the loop moves on; the loop ends when the channel is closed.
+   * message is released when the loop moves on; the loop ends when the channel is closed, and
+   * throws the signal's reason at the next message once `signal` aborts. While the loop runs it
+   * is this handle's pending receive (see recv()).
    */
-  messages(type?: undefined, options?: { signal?: AbortSignal }): AsyncGenerator<Message, void, undefined>;
-  messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal }): AsyncGenerator<M, void, undefined>;
-  async *messages<M>(type?: MessageClass<M>, options: { signal?: AbortSignal } = {}): AsyncGenerator<M, void, undefined> {
-    while (!this.closed) {
-      let message: M | null;
-      try {
-        message = (this.receive(type) as M | null) ?? ((await this.recv(type, options)) as M | null);
-      } catch (error) {
-        if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;
-        throw error;
+  messages(type?: undefined, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<Message, void, undefined>;
+  messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined>;
+  messages<M>(type?: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined> {
+    if (type !== undefined) checkMessageType(type, "messages(type): type");
+    const { timeout, signal } = checkWaitOptions(options, "messages()");
+    if (timeout !== undefined)
+      throw new PsyneError("INVALID_ARGUMENT", "messages() takes { signal } only: for a wait with a timeout use recv(type, { timeout })");
+    return this.#messages(type, signal);
+  }
+
+  async *#messages<M>(type: MessageClass<M> | undefined, signal: AbortSignal | undefined): AsyncGenerator<M, void, undefined> {
+    if (this.closed) return;
+    this.#checkNotReceiving("messages()");
+    this.#receiving = "messages()";
+    const options = { signal };
+    try {
+      while (!this.closed) {
+        if (signal?.aborted) throw signal.reason; // before taking each message
+        let message: M | null;
+        try {
+          message =
+            (this.#receive(type) as M | null) ??
+            (spin(() => this.#receive(type)) as M | null) ??
+            ((await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), options)) as M | null);
+        } catch (error) {
+          if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;
+          throw error;
+        }
+        if (message === null) continue;
+        try {
+          yield message;
+        } finally {
+          if (!this.closed && (message as Message)[META].state === MessageState.Received) this[RELEASE](message as Message);
+        }
       }
-      if (message === null) continue;
-      try {
-        yield message;
-      } finally {
-        if (!this.closed) (message as Message).release();
-      }
+    } finally {
+      this.#receiving = null;
     }
   }
 
   /**
    * Blocks this thread until a message arrives (null after timeoutMs, or when a signal arriving
-   * during the wait interrupts it so its handler can run). For worker processes without an event
-   * loop: it freezes everything else in this thread.
+   * during the wait interrupts it so its handler can run; no limit when omitted or Infinity). For
+   * worker processes without an event loop: it freezes everything else in this thread.
    */
   receiveSync(type?: undefined, timeoutMs?: number): Message | null;
   receiveSync<M>(type: MessageClass<M>, timeoutMs?: number): M | null;
   receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null;
-  receiveSync<M>(type?: MessageClass<M>, timeoutMs = -1): M | Message | null {
-    const deadline = timeoutMs >= 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
+  receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null {
+    if (type !== undefined) checkMessageType(type, "receiveSync(type, timeoutMs): type");
+    const timeout = checkTimeout(timeoutMs, "receiveSync(type, timeoutMs): timeoutMs") ?? Number.POSITIVE_INFINITY;
+    this.#open();
+    this.#checkNotReceiving("receiveSync()");
+    const deadline = performance.now() + timeout;
     for (;;) {
-      const message = this.receive(type) ?? spin(() => this.receive(type));
+      const message = this.#receive(type) ?? spin(() => this.#receive(type));
       if (message) return message;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;
-      const rc = lib.psy_wait(this.#handle!, WaitKind.Data, 0, remaining === Number.POSITIVE_INFINITY ? -1 : Math.ceil(remaining));
-      if (rc === NativeCode.INTERRUPTED) return this.receive(type);
+      // psy_wait takes an i32 of milliseconds (-1: no limit); a longer wait goes round again
+      const rc = lib.psy_wait(this.#handle!, WaitKind.Data, 0, remaining === Number.POSITIVE_INFINITY ? -1 : Math.min(Math.ceil(remaining), MAX_WAIT_MS));
+      if (rc === NativeCode.INTERRUPTED) return this.#receive(type);
       if (rc < 0 && rc !== NativeCode.TIMEOUT) throw fromNative(rc, lastError());
     }
   }
 
   /**
    * Receives every message available now (at most `max`), calling `handler` with each and
-   * releasing it after: the batch path, with no promise per message. Returns how many.
+   * releasing it after: the batch path, with no promise per message. Returns how many. (To
+   * wait until consumers took what this handle sent, a producer uses flush().)
    */
   drain<M>(handler: (message: M) => void, max = Number.POSITIVE_INFINITY, type?: MessageClass<M>): number {
+    this.#open();
+    checkCallback(
+      handler,
+      "drain(handler): handler",
+      "(message) => void: drain() receives every message available now and calls it with each (a producer that wants to wait until consumers took its messages calls flush())",
+    );
+    checkMax(max, "drain(handler, max): max");
+    if (type !== undefined) checkMessageType(type, "drain(handler, max, type): type");
+    this.#checkNotReceiving("drain()");
     let count = 0;
-    while (count < max) {
-      const message = this.receive(type) as (M & Message) | null;
-      if (message === null) break;
-      count++;
-      try {
-        handler(message);
-      } finally {
-        message.release();
+    this.#receiving = "drain()";
+    try {
+      while (count < max) {
+        const message = this.#receive(type) as (M & Message) | null;
+        if (message === null) break;
+        count++;
+        try {
+          handler(message);
+        } finally {
+          if (message[META].state === MessageState.Received) this[RELEASE](message);
+        }
       }
+    } finally {
+      this.#receiving = null;
     }
     return count;
   }
 
   /** Marks the held message released (the C side frees it at the next poll or release). */
   #dropHeld(): void {
-    if (this.#held) {
-      this.#held[META].state = MessageState.Released;
+    const held = this.#held;
+    if (held !== null) {
       this.#held = null;
+      retire(held[META], MessageState.Released);
     }
   }
 
   [RELEASE](message: Message): void {
     const meta = message[META];
-    if (meta.state !== MessageState.Received) return;
+    const root = meta.owner ?? meta;
+    if (root.state !== MessageState.Received) return;
     // a view made with .as() shares the record with the held message
-    if (this.#held && this.#held[META].byteOffset === meta.byteOffset) {
+    if (this.#held !== null && this.#held[META] === root) {
       this.#dropHeld();
       const rc = lib.psy_release(this.#open());
       if (rc < 0) throw fromNative(rc, lastError());
+    } else {
+      retire(root, MessageState.Released);
     }
-    meta.state = MessageState.Released;
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------

@@ -1,8 +1,20 @@
 // Message types: typed-array vectors and fixed-layout structs whose memory is the message's bytes
 // inside the channel. A message is allocated in place, written, sent; a received one is a view of
-// channel memory until it is released.
+// channel memory until it is released. After send or release every psyne method throws
+// INVALID_STATE; in checked mode (PSYNE_CHECKED=1) the elements do too (see CHECKED).
+import { checkUint32, describe, invalidArgument } from "./check";
 import { PsyneError } from "./errors";
 import { layout } from "./layout";
+
+/**
+ * Checked mode, read once at load (PSYNE_CHECKED=1; for tests and development). Each message is a
+ * view of its own ArrayBuffer instead of channel memory: an allocated one is copied into the channel
+ * when sent, a received one is copied out when received, and the buffer is detached
+ * (ArrayBuffer.prototype.transfer) on send, release and discard. A stale reference then fails
+ * where it is used (a TypeError from any typed-array method or DataView, length 0, undefined
+ * elements) instead of reading or writing memory that now belongs to another message.
+ */
+export const CHECKED: boolean = process.env.PSYNE_CHECKED === "1";
 
 /** What a message needs from its channel; implemented by Channel under these symbol keys. */
 export const ALLOC = Symbol("psyne.alloc");
@@ -35,14 +47,48 @@ export const enum MessageState {
   Detached, // a copy in process memory
 }
 
-/** Per-message bookkeeping, kept on the message under META. */
+/**
+ * Per-message bookkeeping, kept on the message under META. A view made with .as() has its own
+ * meta whose `owner` is the message's; state changes go through retire(), which updates the
+ * owner and every view at once.
+ */
 export interface MessageMeta {
   channel: MessageChannel | null;
   type: MessageType;
   typeId: number; // the id on the wire (differs from type.typeId for an unknown type viewed as bytes)
   state: MessageState;
-  byteOffset: number; // payload offset in the buffer
+  buffer: ArrayBuffer; // the memory the message views: the channel's mapping, or its own (copies, checked mode)
+  byteOffset: number; // payload offset in `buffer`
   byteLength: number; // payload bytes
+  recordOffset: number; // payload offset in the channel's mapping (-1 for a detached copy)
+  owner: MessageMeta | null; // for a view made with .as(): the viewed message's meta
+  views: MessageMeta[] | null; // the metas of views made with .as() of this message
+}
+
+/** A message's meta; the caller fills in nothing else (one shape for every message). */
+export function makeMeta(
+  channel: MessageChannel | null,
+  type: MessageType,
+  typeId: number,
+  state: MessageState,
+  buffer: ArrayBuffer,
+  byteOffset: number,
+  byteLength: number,
+  recordOffset: number,
+): MessageMeta {
+  return { channel, type, typeId, state, buffer, byteOffset, byteLength, recordOffset, owner: null, views: null };
+}
+
+/**
+ * Ends a message's life in the channel (Sent or Released), for it and every .as() view of it; in
+ * checked mode its own buffer is detached, so stale element access fails where it happens.
+ */
+export function retire(meta: MessageMeta, state: MessageState.Sent | MessageState.Released): void {
+  const root = meta.owner ?? meta;
+  root.state = state;
+  const views = root.views;
+  if (views !== null) for (let i = 0; i < views.length; i++) views[i]!.state = state;
+  if (CHECKED && root.recordOffset >= 0) root.buffer.transfer(0);
 }
 
 export const META = Symbol("psyne.meta");
@@ -76,8 +122,8 @@ export interface Message {
 export interface MessageType {
   readonly typeName: string;
   readonly typeId: number;
-  /** Builds the message object over bytes that already exist. */
-  view(meta: MessageMeta, buffer: ArrayBuffer): Message;
+  /** Builds the message object over bytes that already exist (meta.buffer at meta.byteOffset). */
+  view(meta: MessageMeta): Message;
   /** Payload bytes for `count` elements (vectors) or the struct size. */
   byteLengthFor(count: number | undefined): number;
   /** The fewest payload bytes a message of this type has (0 for vectors, the size for structs). */
@@ -100,8 +146,27 @@ export const TypeId = {
 
 const registry = new Map<number, MessageType>();
 export const typeById = (id: number): MessageType | undefined => registry.get(id);
+const knownTypes = new WeakSet<object>(); // every type ever made here, also one a later same-named definition replaced
+
+/** Is `value` a psyne message type (a vector type, a defineMessage class)? */
+export function isMessageType(value: unknown): value is MessageType {
+  return (typeof value === "function" || typeof value === "object") && value !== null && knownTypes.has(value);
+}
+
+let lastChecked: unknown = null; // the type checked last: a loop over one type pays one comparison
+
+/** Throws INVALID_ARGUMENT unless `value` is a message type; `what` names the argument. */
+export function checkMessageType(value: unknown, what: string): MessageType {
+  if (value !== lastChecked) {
+    if (!isMessageType(value))
+      throw invalidArgument(what, "a message type (FloatVector, DoubleVector, Int32Vector, ByteVector or a defineMessage() class)", value);
+    lastChecked = value;
+  }
+  return value as MessageType;
+}
 
 function register(type: MessageType): void {
+  knownTypes.add(type);
   const existing = registry.get(type.typeId);
   if (existing && existing.typeName !== type.typeName)
     throw new PsyneError(
@@ -114,8 +179,20 @@ function register(type: MessageType): void {
 const decoder = new TextDecoder();
 
 function stateError(meta: MessageMeta, action: string): PsyneError {
-  const what = ["allocated and unsent", "already sent", "received", "released", "a detached copy"][meta.state];
+  const what = [
+    "allocated and unsent (send() or discard() it)",
+    "already sent: after send() its memory belongs to the channel",
+    "received",
+    "released (by release(), this handle's next receive(), or close()): copy() a message to keep it",
+    "a detached copy",
+  ][meta.state];
   return new PsyneError("INVALID_STATE", `cannot ${action} a ${meta.type.typeName} message that is ${what}`);
+}
+
+/** Throws INVALID_STATE once the message was sent or released. */
+function checkLive(meta: MessageMeta, action: string): void {
+  const state = meta.state;
+  if (state === MessageState.Sent || state === MessageState.Released) throw stateError(meta, action);
 }
 
 /** Methods shared by vectors and structs; installed on both prototypes. */
@@ -129,14 +206,16 @@ const messageMethods = {
   },
   release(this: Message) {
     const meta = this[META];
-    if (meta.state === MessageState.Received) meta.channel?.[RELEASE](this);
-    else if (meta.state === MessageState.Allocated) throw stateError(meta, "release");
+    const state = meta.state;
+    if (state === MessageState.Received) meta.channel?.[RELEASE](this);
+    else if (state !== MessageState.Detached) throw stateError(meta, "release");
   },
   discard(this: Message) {
     const meta = this[META];
     if (meta.state !== MessageState.Allocated) throw stateError(meta, "discard");
     meta.channel?.[DISCARD](this);
   },
+  // the end of a `using` block: releases or discards what is still live, and is silent otherwise
   [Symbol.dispose](this: Message) {
     const meta = this[META];
     if (meta.state === MessageState.Received) meta.channel?.[RELEASE](this);
@@ -144,40 +223,53 @@ const messageMethods = {
   },
   bytes(this: Message) {
     const meta = this[META];
-    return new Uint8Array(bufferOf(this), meta.byteOffset, meta.byteLength);
+    checkLive(meta, "read the bytes of");
+    return new Uint8Array(meta.buffer, meta.byteOffset, meta.byteLength);
   },
   text(this: Message) {
-    return decoder.decode(this.bytes());
+    const meta = this[META];
+    checkLive(meta, "read the text of");
+    return decoder.decode(new Uint8Array(meta.buffer, meta.byteOffset, meta.byteLength));
   },
   json(this: Message) {
-    return JSON.parse(this.text());
+    const meta = this[META];
+    checkLive(meta, "read the JSON of");
+    return JSON.parse(decoder.decode(new Uint8Array(meta.buffer, meta.byteOffset, meta.byteLength)));
   },
   copy(this: Message) {
     const meta = this[META];
-    if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "copy");
-    const buffer = bufferOf(this).slice(meta.byteOffset, meta.byteOffset + meta.byteLength);
-    const copyMeta: MessageMeta = { ...meta, channel: null, state: MessageState.Detached, byteOffset: 0 };
-    return meta.type.view(copyMeta, buffer);
+    checkLive(meta, "copy");
+    const buffer = meta.buffer.slice(meta.byteOffset, meta.byteOffset + meta.byteLength);
+    return meta.type.view(makeMeta(null, meta.type, meta.typeId, MessageState.Detached, buffer, 0, meta.byteLength, -1));
   },
   as(this: Message, type: MessageType) {
     const meta = this[META];
-    if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "view");
+    checkLive(meta, "view");
+    checkMessageType(type, "as(type): type");
     if (type.minBytes > meta.byteLength)
       throw new PsyneError(
         "MESSAGE_TYPE",
         `a ${this.type} message of ${meta.byteLength} bytes is too short for ${type.typeName} (${type.minBytes} bytes)`,
       );
-    const view = type.view({ ...meta, type }, bufferOf(this));
-    // the view shares the record: releasing either releases both
-    return view;
+    // the view shares the record (and, in checked mode, the buffer): it lives and dies with it
+    const viewMeta = makeMeta(meta.channel, type, meta.typeId, meta.state, meta.buffer, meta.byteOffset, meta.byteLength, meta.recordOffset);
+    if (meta.state !== MessageState.Detached) {
+      const root = meta.owner ?? meta;
+      viewMeta.owner = root;
+      (root.views ??= []).push(viewMeta);
+    }
+    return type.view(viewMeta);
   },
 };
 
-function bufferOf(message: Message): ArrayBuffer {
-  const meta = message[META];
-  if (meta.channel) return meta.channel[BUFFER]();
-  return (message as unknown as { buffer: ArrayBuffer }).buffer ?? (message as unknown as StructInstance).view.buffer;
-}
+// Names a struct field cannot take: the members every message has (and Object.prototype's).
+const reservedFieldNames = new Set<string>([
+  ...Object.keys(Object.getOwnPropertyDescriptors(messageMethods)),
+  "view",
+  "byteLength",
+  "toJSON",
+  ...Object.getOwnPropertyNames(Object.prototype),
+]);
 
 function installMessageMethods(prototype: object): void {
   const descriptors = Object.getOwnPropertyDescriptors(messageMethods);
@@ -187,15 +279,24 @@ function installMessageMethods(prototype: object): void {
 }
 
 function checkCount(typeName: string, count: unknown): number {
-  if (typeof count !== "number" || !Number.isInteger(count) || count < 0 || count > 0xffffffff)
-    throw new PsyneError("INVALID_ARGUMENT", `${typeName} length must be an integer from 0 to 2^32-1, got ${String(count)}`);
-  return count;
+  return checkUint32(count, `${typeName} length`);
 }
 
 function checkChannel(typeName: string, channel: unknown): MessageChannel {
-  if (!channel || typeof (channel as MessageChannel)[ALLOC] !== "function")
-    throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel()`);
+  if (typeof channel !== "object" || channel === null || typeof (channel as MessageChannel)[ALLOC] !== "function")
+    throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel(), got ${describe(channel)}`);
   return channel as MessageChannel;
+}
+
+/**
+ * Claims `byteLength` bytes for a new message and returns its meta: over channel memory, or in
+ * checked mode over a buffer of its own that send() copies in.
+ */
+function allocMeta(channel: MessageChannel, type: MessageType, byteLength: number): MessageMeta {
+  const offset = channel[ALLOC](byteLength, type, false);
+  return CHECKED
+    ? makeMeta(channel, type, type.typeId, MessageState.Allocated, new ArrayBuffer(byteLength), 0, byteLength, offset)
+    : makeMeta(channel, type, type.typeId, MessageState.Allocated, channel[BUFFER](), offset, byteLength, offset);
 }
 
 // ---- vectors -------------------------------------------------------------------------------
@@ -215,9 +316,8 @@ export interface VectorClass<A> extends MessageClass<A & Message> {
 }
 
 // Set just before constructing a view of existing bytes; the constructor then skips allocation.
-// (Two plain variables, not an object: this runs once per received message.)
+// (A plain variable, not an object: this runs once per received message.)
 let pendingMeta: MessageMeta | null = null;
-let pendingBuffer: ArrayBuffer | null = null;
 
 function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: number): VectorClass<A> {
   const elementSize = Base.BYTES_PER_ELEMENT;
@@ -233,23 +333,15 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     declare [META]: MessageMeta;
 
     constructor(channel: MessageChannel, length: number) {
-      const meta = pendingMeta;
-      if (meta) {
-        pendingMeta = null;
-        super(pendingBuffer!, meta.byteOffset, (meta.byteLength / elementSize) | 0);
-        this[META] = meta;
-        return;
-      }
-      const ch = checkChannel(typeName, channel);
-      const byteLength = checkCount(typeName, length) * elementSize;
-      const offset = ch[ALLOC](byteLength, Vector, false);
-      super(ch[BUFFER](), offset, length);
-      this[META] = { channel: ch, type: Vector, typeId, state: MessageState.Allocated, byteOffset: offset, byteLength };
+      let meta = pendingMeta;
+      if (meta) pendingMeta = null;
+      else meta = allocMeta(checkChannel(typeName, channel), Vector, checkCount(typeName, length) * elementSize);
+      super(meta.buffer, meta.byteOffset, (meta.byteLength / elementSize) | 0);
+      this[META] = meta;
     }
 
-    static view(meta: MessageMeta, buffer: ArrayBuffer): Message {
+    static view(meta: MessageMeta): Message {
       pendingMeta = meta;
-      pendingBuffer = buffer;
       return new Vector(null as unknown as MessageChannel, 0) as unknown as Message;
     }
 
@@ -258,8 +350,12 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     }
 
     static allocAsync(channel: MessageChannel, length: number, options?: AllocOptions): Promise<Message> {
-      checkCount(typeName, length);
-      return checkChannel(typeName, channel)[ALLOC_ASYNC](Vector as unknown as MessageClass<Message>, length, options);
+      try {
+        checkCount(typeName, length);
+        return checkChannel(typeName, channel)[ALLOC_ASYNC](Vector as unknown as MessageClass<Message>, length, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
   }
   installMessageMethods(Vector.prototype);
@@ -282,7 +378,7 @@ function bytesPseudoType(typeName: string, typeId: number): MessageType {
   const type: MessageType = {
     typeName,
     typeId,
-    view: (meta, buffer) => ByteVector.view({ ...meta, type }, buffer),
+    view: (meta) => ByteVector.view(meta), // meta.type is this pseudo-type: .type says "text" or "json"
     byteLengthFor: () => 0,
     minBytes: 0,
   };
@@ -355,8 +451,7 @@ function fnv1a(text: string): number {
 function scalarAccessor(scalar: Scalar, offset: number): PropertyDescriptor {
   const at = (self: StructInstance & Message) => {
     const meta = self[META];
-    if (meta.state === MessageState.Released || meta.state === MessageState.Sent)
-      throw stateError(meta, "read or write");
+    checkLive(meta, "read or write");
     return meta.byteOffset + offset;
   };
   const le = true;
@@ -390,10 +485,12 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
   return {
     get(this: StructInstance & Message) {
       const meta = this[META];
-      if (meta.state === MessageState.Released || meta.state === MessageState.Sent) throw stateError(meta, "read or write");
-      return new Ctor(this.view.buffer as ArrayBuffer, meta.byteOffset + offset, count);
+      checkLive(meta, "read or write");
+      return new Ctor(meta.buffer, meta.byteOffset + offset, count);
     },
     set(this: StructInstance & Message, value: ArrayLike<number>) {
+      if (typeof value !== "object" || value === null || typeof value.length !== "number")
+        throw invalidArgument(`field ${field}`, `an array or typed array of up to ${count} numbers`, value);
       if (value.length > count)
         throw new PsyneError("INVALID_ARGUMENT", `field ${field} holds ${count} elements, got ${value.length}`);
       (this as unknown as Record<string, InstanceType<typeof Ctor>>)[field]!.set(value as never);
@@ -412,26 +509,34 @@ function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: n
  */
 export function defineMessage<F extends Record<string, FieldSpec>>(name: string, fields: F): StructClass<F> {
   if (typeof name !== "string" || !/^[A-Za-z_][A-Za-z0-9_.]*$/.test(name))
-    throw new PsyneError("INVALID_ARGUMENT", `message name must be an identifier, got ${JSON.stringify(name)}`);
+    throw invalidArgument("defineMessage(name, fields): name", "an identifier ([A-Za-z_][A-Za-z0-9_.]*)", name);
+  if (typeof fields !== "object" || fields === null || Array.isArray(fields))
+    throw invalidArgument(`defineMessage(${JSON.stringify(name)}, fields): fields`, 'an object of field types, e.g. { id: "u32", data: ["f32", 16] }', fields);
   const layoutOf: Record<string, { offset: number; spec: FieldSpec }> = {};
   const descriptors: PropertyDescriptorMap = {};
   let offset = 0;
   let maxAlign = 1;
   for (const [field, spec] of Object.entries(fields)) {
-    const [element, count] = Array.isArray(spec) ? spec : [spec, 0];
-    const size = scalarSize[element as Scalar];
     const isArray = Array.isArray(spec);
-    if (!size || (isArray && (!(element in arrayCtor) || !Number.isInteger(count) || count < 1)))
-      throw new PsyneError("INVALID_ARGUMENT", `field ${field} of ${name} has an unknown type ${JSON.stringify(spec)}`);
-    if (field in messageMethods || field === "view" || field === "constructor")
-      throw new PsyneError("INVALID_ARGUMENT", `field name ${field} of ${name} is reserved`);
+    const [element, count] = isArray ? (spec as unknown[]) : [spec, 0];
+    const known = isArray
+      ? spec.length === 2 && typeof element === "string" && Object.hasOwn(arrayCtor, element) && Number.isInteger(count) && (count as number) >= 1 && (count as number) <= 0x7fffffff
+      : typeof element === "string" && Object.hasOwn(scalarSize, element);
+    if (!known)
+      throw new PsyneError(
+        "INVALID_ARGUMENT",
+        `field ${field} of ${name} has an unknown type ${isArray ? `[${(spec as unknown[]).map(describe).join(", ")}]` : describe(spec)}: use one of ${Object.keys(scalarSize).join(", ")}, or [element, count] with a numeric element (not u64, i64 or bool) and a count >= 1`,
+      );
+    if (reservedFieldNames.has(field))
+      throw new PsyneError("INVALID_ARGUMENT", `field name ${field} of ${name} is reserved: every message has a member of that name`);
+    const size = scalarSize[element as Scalar];
     offset = Math.ceil(offset / size) * size;
     maxAlign = Math.max(maxAlign, size);
     layoutOf[field] = { offset, spec };
     descriptors[field] = isArray
-      ? arrayAccessor(element as keyof typeof arrayCtor, count, offset, field)
+      ? arrayAccessor(element as keyof typeof arrayCtor, count as number, offset, field)
       : scalarAccessor(element as Scalar, offset);
-    offset += size * (isArray ? count : 1);
+    offset += size * (isArray ? (count as number) : 1);
   }
   const byteLength = Math.ceil(offset / maxAlign) * maxAlign;
   const signature = `${name}{${Object.entries(layoutOf)
@@ -440,7 +545,7 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
   let typeId = fnv1a(signature);
   if (typeId < 256) typeId += 256; // ids below 256 are psyne's own
 
-  let viewing: { meta: MessageMeta; buffer: ArrayBuffer } | null = null;
+  let viewing: MessageMeta | null = null;
   class Struct {
     static readonly typeName = name;
     static readonly typeId = typeId;
@@ -451,17 +556,11 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
     declare view: DataView;
 
     constructor(channel: MessageChannel) {
-      if (viewing) {
-        const { meta, buffer } = viewing;
-        viewing = null;
-        this[META] = meta;
-        this.view = new DataView(buffer);
-        return;
-      }
-      const ch = checkChannel(name, channel);
-      const at = ch[ALLOC](byteLength, Struct, false);
-      this.view = new DataView(ch[BUFFER]());
-      this[META] = { channel: ch, type: Struct, typeId, state: MessageState.Allocated, byteOffset: at, byteLength };
+      let meta = viewing;
+      if (meta) viewing = null;
+      else meta = allocMeta(checkChannel(name, channel), Struct, byteLength);
+      this[META] = meta;
+      this.view = new DataView(meta.buffer);
     }
 
     get byteLength(): number {
@@ -477,8 +576,8 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
       return out;
     }
 
-    static view(meta: MessageMeta, buffer: ArrayBuffer): Message {
-      viewing = { meta, buffer };
+    static view(meta: MessageMeta): Message {
+      viewing = meta;
       return new Struct(null as unknown as MessageChannel) as unknown as Message;
     }
 
@@ -487,7 +586,11 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
     }
 
     static allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<Message> {
-      return checkChannel(name, channel)[ALLOC_ASYNC](Struct as unknown as MessageClass<Message>, undefined, options);
+      try {
+        return checkChannel(name, channel)[ALLOC_ASYNC](Struct as unknown as MessageClass<Message>, undefined, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
   }
   Object.defineProperties(Struct.prototype, descriptors);

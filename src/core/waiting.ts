@@ -10,9 +10,9 @@ export const WaitKind = { Data: 0, Space: 1 } as const;
 export type WaitKind = (typeof WaitKind)[keyof typeof WaitKind];
 
 export interface WaitOptions {
-  /** Milliseconds to wait; no limit when omitted. */
+  /** Milliseconds to wait; no limit when omitted or Infinity. */
   timeout?: number | undefined;
-  /** Aborting rejects the wait with the signal's reason (an AbortError by default). */
+  /** Aborting rejects the wait with the signal's reason (an AbortError by default); an aborted call takes nothing. */
   signal?: AbortSignal | undefined;
 }
 
@@ -26,6 +26,31 @@ interface Parked {
 
 // Only keeps the event loop alive while something is parked; the C side does the re-polling.
 const KEEPALIVE_MS = 1 << 30;
+
+// setTimeout takes at most 2^31-1 ms; a longer delay fires after 1 ms (a TimeoutOverflowWarning).
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * setTimeout for any delay: `ms` of Infinity never fires (no timer at all), and a delay of 2^31 ms
+ * or more is waited in chunks instead of firing at once. Returns a function that cancels it. The
+ * timer keeps the process alive, as setTimeout's does.
+ */
+export function setLongTimeout(fn: () => void, ms: number): () => void {
+  if (typeof ms !== "number" || !(ms >= 0)) throw new PsyneError("INVALID_ARGUMENT", `a timeout must be a number of milliseconds >= 0, got ${String(ms)}`);
+  if (ms === Number.POSITIVE_INFINITY) return () => {};
+  if (ms <= MAX_TIMER_MS) {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  }
+  const deadline = performance.now() + ms;
+  let timer: ReturnType<typeof setTimeout>;
+  const rearm = (): void => {
+    const left = deadline - performance.now();
+    timer = left > MAX_TIMER_MS ? setTimeout(rearm, MAX_TIMER_MS) : setTimeout(fn, Math.max(0, left));
+  };
+  rearm();
+  return () => clearTimeout(timer);
+}
 
 /**
  * Microseconds a wait spins (polling) before it parks in the kernel: a reply that comes within
@@ -51,6 +76,7 @@ export class Parking {
   #queues: [Parked[], Parked[]] = [[], []];
   #keepalive: ReturnType<typeof setInterval> | null = null;
   #closed = false;
+  #waking = false; // in #wake, which arms again when it is done
 
   constructor(handle: Handle) {
     this.#handle = handle;
@@ -68,15 +94,15 @@ export class Parking {
     if (timeout !== undefined && !(timeout >= 0))
       return Promise.reject(new PsyneError("INVALID_ARGUMENT", `timeout must be a number of milliseconds >= 0, got ${String(timeout)}`));
     return new Promise<T | null>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let cancelTimer: (() => void) | undefined;
       const onAbort = () => parked.fail(signal!.reason);
       const end = () => {
         const queue = this.#queues[kind];
         const at = queue.indexOf(parked);
         if (at >= 0) queue.splice(at, 1);
-        if (timer !== undefined) clearTimeout(timer);
+        cancelTimer?.();
         signal?.removeEventListener("abort", onAbort);
-        this.#settle(kind);
+        this.#settle(kind, at === 0);
       };
       const parked: Parked = {
         length,
@@ -92,8 +118,8 @@ export class Parking {
           reject(error);
         },
       };
-      if (timeout !== undefined)
-        timer = setTimeout(() => {
+      if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY)
+        cancelTimer = setLongTimeout(() => {
           end();
           resolve(null);
         }, timeout);
@@ -103,19 +129,28 @@ export class Parking {
     });
   }
 
-  /** The ring may have changed: let parked operations try again, oldest first. */
+  /**
+   * The ring may have changed: let parked operations try again, oldest first. One that finds
+   * nothing stops the round, so a later one never goes before it (waiting sends leave in call
+   * order).
+   */
   #wake(kind: WaitKind): void {
     if (this.#closed) return;
     const queue = this.#queues[kind];
-    for (const parked of [...queue]) {
-      let settled: boolean;
-      try {
-        settled = parked.attempt();
-      } catch (error) {
-        parked.fail(error);
-        continue;
+    this.#waking = true;
+    try {
+      for (const parked of [...queue]) {
+        let settled: boolean;
+        try {
+          settled = parked.attempt();
+        } catch (error) {
+          parked.fail(error);
+          continue;
+        }
+        if (!settled) break; // the rest would find the same nothing
       }
-      if (!settled) break; // the rest would find the same nothing
+    } finally {
+      this.#waking = false;
     }
     if (queue.length) this.#arm(kind);
   }
@@ -139,9 +174,18 @@ export class Parking {
     this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
   }
 
-  /** Called when a wait ends: stop waiting in the kernel once nothing of this kind is parked. */
-  #settle(kind: WaitKind): void {
+  /** Parked operations of a kind (the waiting sends and allocations, for the order of later ones). */
+  pending(kind: WaitKind): number {
+    return this.#queues[kind].length;
+  }
+
+  /**
+   * Called when a wait ends: stop waiting in the kernel once nothing of this kind is parked. When
+   * the oldest ended without being served (timeout, abort), the next may need less: wait for it.
+   */
+  #settle(kind: WaitKind, wasOldest: boolean): void {
     if (this.#queues[kind].length === 0 && this.#started[kind] && !this.#closed) lib.psy_waiter_disarm(this.#handle, kind);
+    else if (wasOldest && !this.#waking) this.#arm(kind);
     if (this.#queues[0].length === 0 && this.#queues[1].length === 0 && this.#keepalive) {
       clearInterval(this.#keepalive);
       this.#keepalive = null;
@@ -151,9 +195,9 @@ export class Parking {
   /** Rejects everything parked, then stops and joins the waiter threads: no callback after this. */
   close(uri: string): void {
     if (this.#closed) return;
+    this.#closed = true; // first: a failing wait must not arm the waiter again
     const parked = [...this.#queues[0], ...this.#queues[1]];
     for (const p of parked) p.fail(new PsyneError("CHANNEL_CLOSED", `channel ${uri} was closed while waiting`));
-    this.#closed = true;
     if (this.#keepalive) clearInterval(this.#keepalive);
     this.#keepalive = null;
     lib.psy_waiter_stop(this.#handle);

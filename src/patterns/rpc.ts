@@ -9,8 +9,7 @@ import { decodeFrame, decodeValue, type Encoded, encodeFailure, encodeFrame, enc
 import { debug } from "../core/debug";
 import { ChannelNotFoundError, MessageTooLargeError, PsyneError } from "../core/errors";
 import type { Message } from "../core/messages";
-import type { WaitOptions } from "../core/waiting";
-import { fitsSetTimeout, setLongTimeout } from "./long-timeout";
+import { setLongTimeout, type WaitOptions } from "../core/waiting";
 import { describe, durationOption, integerOption, optionsObject, own, signalOption } from "./options";
 
 const REQUEST = 0x31515250; // "PRQ1"
@@ -377,9 +376,7 @@ export class Client {
       this.#pending.set(id, { resolve: (v) => settle(() => resolve(v)), reject: (e) => settle(() => reject(e)) });
       if (timeout !== undefined) cancelTimer = setLongTimeout(() => settle(() => reject(this.#timeoutError(id, timeout))), timeout);
       signal?.addEventListener("abort", onAbort, { once: true });
-      // the request's own timer bounds the wait; one too long for setTimeout is left to it
-      const sendTimeout = timeout !== undefined && fitsSetTimeout(timeout) ? timeout : undefined;
-      this.#requests.sendAsync(frame, { signal, timeout: sendTimeout }).then(
+      this.#requests.sendAsync(frame, { signal, timeout }).then(
         () => this.#pump(),
         (err) => settle(() => reject(err)),
       );

@@ -250,7 +250,7 @@ void ring_close(psy_channel *ch);
 int ring_has_unread(psy_channel *ch);
 int ring_is_ready(psy_channel *ch, int32_t kind, uint32_t length);
 void ring_maybe_recover(psy_channel *ch);
-int ring_may_be_stuck(const psy_channel *ch);
+int ring_may_be_stuck(const psy_channel *ch, int32_t kind);
 uint64_t ring_unflushed(psy_channel *ch);
 
 /* ---- wait.c (called by segment.c) ------------------------------------------------------- */

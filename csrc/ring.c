@@ -606,10 +606,12 @@ int ring_settle_slot(psy_channel *ch, uint32_t slot) {
   return settled;
 }
 
-/* Shared words only (for the waiter thread): could a dead participant be holding the ring? A claim
- * in flight at tail, a taken record not yet released, or a record at tail whose single producer
- * is dead. Live ones clear the first two within microseconds. */
-int ring_may_be_stuck(const psy_channel *ch) {
+/* Shared words only (for the waiter thread): could a dead participant be holding what this wait
+ * waits for? A claim in flight at tail, a taken record not yet released, a record at tail whose
+ * single producer is dead; for a BROADCAST producer waiting for room (or a flush), a subscriber
+ * that may have died behind it. Live ones clear the first ones within microseconds. */
+int ring_may_be_stuck(const psy_channel *ch, int32_t kind) {
+  if (ch->mode == PSY_BROADCAST && kind != PSY_WAIT_DATA) return 1;
   if (multi_producer(ch)) return load64(u64_at(ch, PSY_OFF_TAIL)) != load64(u64_at(ch, PSY_OFF_CLAIM_TAIL));
   if (work_queue(ch) && load64(u64_at(ch, PSY_OFF_HEAD)) != load64(u64_at(ch, PSY_OFF_CLAIM_HEAD))) return 1;
   return orphans_possible(ch);

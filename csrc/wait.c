@@ -103,7 +103,7 @@ static void *waiter_main(void *arg) {
       int err = futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1);
       if (err != ETIMEDOUT) continue; /* woken (re-checked above), or interrupted */
       quiet_ms += WAKE_SAFETY_MS;
-      if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS || ring_may_be_stuck(w->ch)) break;
+      if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS || ring_may_be_stuck(w->ch, w->kind)) break;
     }
     /* an event, something moved, or the fallback: either way JavaScript re-polls */
     if (__atomic_compare_exchange_n(&w->ctl, &ctl, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {

@@ -16,6 +16,7 @@ import { cstr, type Handle, lastError, lib } from "./ffi";
 import { debug } from "./debug";
 import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
+import { sweepSoon } from "./cleanup";
 import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
 import {
   ALLOC,
@@ -200,6 +201,7 @@ export class Channel implements MessageChannel {
     this.#payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
     trackOpen(this);
     debug(uri, `opened (${this.mode}, ${this.bufferSize} bytes, participant ${lib.psy_slot(handle)})`);
+    sweepSoon();
     if (role !== undefined) {
       const rc = lib.psy_take_role(handle, role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
       if (rc < 0) {
@@ -330,6 +332,26 @@ export class Channel implements MessageChannel {
     if (await this.#park().wait(WaitKind.Space, size, attempt, { timeout, signal })) return;
     this.#open();
     throw this.#fullError(size, `still full after ${timeout} ms`);
+  }
+
+  /**
+   * Resolves when everything this handle sent has been taken by a consumer (BROADCAST: by every
+   * live subscriber); a producer awaits it before it exits. Parks, like recv(). Rejects with a
+   * PsyneError of code TIMEOUT after `timeout` ms (Infinity or none: no limit), and with the
+   * signal's reason when it aborts.
+   */
+  async flush(options?: WaitOptions): Promise<void> {
+    const { timeout, signal } = checkWaitOptions(options, "flush()");
+    const handle = this.#open();
+    if (signal?.aborted) throw signal.reason;
+    const attempt = (): true | null => (lib.psy_unflushed(handle) === 0 ? true : null);
+    if (attempt() || spin(attempt)) return;
+    if (await this.#park().wait(WaitKind.Flushed, 0, attempt, { timeout, signal })) return;
+    this.#open();
+    throw new PsyneError(
+      "TIMEOUT",
+      `flush() of ${this.uri} timed out after ${timeout} ms: the last ${lib.psy_unflushed(handle)} bytes this handle sent were not taken by a consumer yet`,
+    );
   }
 
   /**
@@ -829,6 +851,7 @@ export class Channel implements MessageChannel {
     this.#claimedBuffer.transfer(0);
     lib.psy_close(handle);
     debug(this.uri, "closed");
+    sweepSoon();
   }
 
   [Symbol.dispose](): void {

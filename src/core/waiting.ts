@@ -6,7 +6,8 @@ import { FFIType, JSCallback } from "bun:ffi";
 import { fromNative, PsyneError } from "./errors";
 import { type Handle, lastError, lib } from "./ffi";
 
-export const WaitKind = { Data: 0, Space: 1 } as const;
+/** psyne.h enum psy_wait_kind: a message to receive, room to send, what this handle sent taken. */
+export const WaitKind = { Data: 0, Space: 1, Flushed: 2 } as const;
 export type WaitKind = (typeof WaitKind)[keyof typeof WaitKind];
 
 export interface WaitOptions {
@@ -72,8 +73,8 @@ export function spin<T>(attempt: () => T | null): T | null {
 export class Parking {
   #handle: Handle;
   #callback: JSCallback | null = null;
-  #started = [false, false];
-  #queues: [Parked[], Parked[]] = [[], []];
+  #started = [false, false, false];
+  #queues: [Parked[], Parked[], Parked[]] = [[], [], []];
   #keepalive: ReturnType<typeof setInterval> | null = null;
   #closed = false;
   #waking = false; // in #wake, which arms again when it is done
@@ -186,7 +187,7 @@ export class Parking {
   #settle(kind: WaitKind, wasOldest: boolean): void {
     if (this.#queues[kind].length === 0 && this.#started[kind] && !this.#closed) lib.psy_waiter_disarm(this.#handle, kind);
     else if (wasOldest && !this.#waking) this.#arm(kind);
-    if (this.#queues[0].length === 0 && this.#queues[1].length === 0 && this.#keepalive) {
+    if (this.#queues.every((queue) => queue.length === 0) && this.#keepalive) {
       clearInterval(this.#keepalive);
       this.#keepalive = null;
     }
@@ -196,7 +197,7 @@ export class Parking {
   close(uri: string): void {
     if (this.#closed) return;
     this.#closed = true; // first: a failing wait must not arm the waiter again
-    const parked = [...this.#queues[0], ...this.#queues[1]];
+    const parked = this.#queues.flat();
     for (const p of parked) p.fail(new PsyneError("CHANNEL_CLOSED", `channel ${uri} was closed while waiting`));
     if (this.#keepalive) clearInterval(this.#keepalive);
     this.#keepalive = null;

@@ -15,6 +15,7 @@ if (role === "writer") {
     logEntry.set(message); // ...written in place (the seed's memcpy)
     logChannel.send(logEntry);
   }
+  await logChannel.flush({ timeout: 10_000 }); // the aggregator has taken every line: now leave
   logChannel.close();
 } else {
   const uri = `ipc://logs-${process.pid}`;

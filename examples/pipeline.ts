@@ -22,6 +22,7 @@ async function generate(out: string) {
     output.send(batch);
   }
   output.send("end");
+  await output.flush({ timeout: 10_000 }); // the next stage has taken everything: now leave
   output.close();
   console.log(`[generate ${process.pid}] sent ${BATCHES} batches of ${BATCH} numbers`);
 }
@@ -40,6 +41,7 @@ async function square(from: string, to: string) {
     batches++;
   }
   output.send("end");
+  await output.flush({ timeout: 10_000 });
   input.close();
   output.close();
   console.log(`[square ${process.pid}] squared ${batches} batches`);

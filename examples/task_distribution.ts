@@ -21,6 +21,7 @@ if (role === "worker") {
     result.output = process_task(task.input);
     results.send(result);
   }
+  await results.flush({ timeout: 10_000 }); // the distributor has taken every result: now leave
   tasks.close();
   results.close();
 } else {

@@ -2,8 +2,8 @@
 // message is removed by whichever psyne process opens or closes a channel next; one with unread
 // messages stays for a restart; and removal never races a process attaching at that moment.
 import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { createChannel } from "../src/index.ts";
+import { existsSync, readdirSync } from "node:fs";
+import { createChannel, removeChannel } from "../src/index.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, testLibrary, uniqueName, waitForLine, waitForStderr } from "./helpers";
 
 setDefaultTimeout(60_000);
@@ -66,4 +66,21 @@ test("a process attaching while the cleanup removes that very segment waits, the
   opener.close();
   expect(report<{ removed: number }>(await finish(sweeper)).removed).toBeGreaterThanOrEqual(1);
   expect(waited).toBeGreaterThan(100); // it really opened during the removal
+});
+
+test("a dead client's reply channel is removed even with replies unread: nobody else can ever read it", async () => {
+  const name = uniqueName("gone-client");
+  const server = spawnBun(fixture("rpc_peer.ts"), ["plain-server", `ipc://${name}`, 2]);
+  await waitForLine(server, "ready");
+  const client = spawnBun(fixture("rpc_peer.ts"), ["client", `ipc://${name}`, "c1", 100000]);
+  const replyChannels = () => readdirSync("/dev/shm").filter((f) => f.startsWith(`psyne.${name}.r.`));
+  for (const until = Date.now() + 10_000; replyChannels().length === 0 && Date.now() < until; ) await Bun.sleep(5);
+  expect(replyChannels().length).toBe(1);
+  client.kill("SIGKILL"); // with requests in flight: replies pile up unread
+  server.kill("SIGKILL");
+  await Promise.all([client.exited, server.exited]);
+  await someoneOpensAChannel();
+  for (const until = Date.now() + 2000; replyChannels().length && Date.now() < until; ) await Bun.sleep(20);
+  expect(replyChannels()).toEqual([]);
+  removeChannel(name); // the request channel keeps the requests no server answered, for the next server
 });

@@ -9,6 +9,13 @@ import { readdirSync, statSync } from "node:fs";
 import { debug } from "./debug";
 import { cstr, lib } from "./ffi";
 
+/**
+ * Channels private to one process that made them (a request-response client's reply channel,
+ * URI.r.ID, and a process pool's channels, pool-PID-ID-...): once nobody is attached, nobody can
+ * ever read what they hold, so the cleanup removes them whatever they hold.
+ */
+const DISPOSABLE = [/\.r\.[0-9a-f]{24}$/, /^pool-\d+-[0-9a-f]{12}-(tasks|w\d+)$/];
+
 const SHM_DIR = "/dev/shm";
 const PREFIX = "psyne.";
 const SWEEP_INTERVAL_MS = 5_000;
@@ -51,7 +58,8 @@ export function sweep(prefix = ""): string[] {
     if (uid !== undefined && stat.uid !== uid) continue;
     if (stat.size === 0 && now - stat.mtimeMs < YOUNGEST_UNINITIALIZED_MS) continue;
     const name = file.slice(PREFIX.length);
-    if (lib.psy_remove_if_stale(cstr(name), 1) === 1) {
+    const onlyIfEmpty = DISPOSABLE.some((pattern) => pattern.test(name)) ? 0 : 1;
+    if (lib.psy_remove_if_stale(cstr(name), onlyIfEmpty) === 1) {
       removed.push(name);
       debug(`ipc://${name}`, "removed by the automatic cleanup: no live process, no unread message");
     }

@@ -106,6 +106,7 @@
 #define PSY_SLOT_CLAIMING_POS 72u  /* u64, MPSC/MPMC: position a producer is claiming, for crash recovery */
 #define PSY_SLOT_CLAIMING_SPAN 80u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
 #define PSY_SLOT_WAITING 84u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
+#define PSY_SLOT_TAKEN_POS 88u     /* u64, SPSC/MPSC/BROADCAST consumer: end of the last record it took (for flush) */
 
 /* A subscriber's READ_POS while it joins: the first of it and the producer to replace it decides
  * where the subscriber starts (see ring.c, subscribe). */
@@ -173,7 +174,7 @@ _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
 _Static_assert(PSY_SLOT_ROLES % 8 == 0 && PSY_SLOT_GENERATION == PSY_SLOT_ROLES + 4, "roles and generation share an 8-byte word");
 _Static_assert(PSY_SLOT_CLAIMING_POS % 8 == 0, "claiming position is an aligned u64");
-_Static_assert(PSY_SLOT_WAITING + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_SLOT_TAKEN_POS % 8 == 0 && PSY_SLOT_TAKEN_POS + 8 <= PSY_SLOT_SIZE, "slot fits");
 _Static_assert(PSY_REC_TAG == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
 _Static_assert(PSY_MAX_SLOTS - 1 <= PSY_REC_OWNER_MASK, "a slot index fits the owner bits");
 _Static_assert(((uint64_t)PSY_MAX_CAPACITY / PSY_REC_ALIGN) < (1ull << (32 - PSY_REC_SKIP_SHIFT)), "a skipped span fits its state word");
@@ -194,7 +195,7 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)           \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_CLAIMING_SPAN) X(SLOT_WAITING) X(RING_OFFSET) X(REC_HEADER)           \
+  X(SLOT_CLAIMING_POS) X(SLOT_CLAIMING_SPAN) X(SLOT_WAITING) X(SLOT_TAKEN_POS) X(RING_OFFSET) X(REC_HEADER)           \
   X(REC_ALIGN) X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_TAG) X(REC_CLAIMED) X(REC_COMMITTED)    \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(REC_SKIPPED) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
   X(ROLE_CONSUMER) X(INIT_READY) X(FENCE_ASYMMETRIC) X(FENCE_SYMMETRIC) X(TYPE_FLOAT_VECTOR)        \

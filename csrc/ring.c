@@ -353,6 +353,9 @@ static void advance_head(psy_channel *ch) {
 }
 
 static int32_t deliver(psy_channel *ch, uint64_t position, const record_header *h) {
+  /* taken: a producer's flush may end now (relaxed: only its own later loads care, and a stale
+   * value only makes it wait for the next) */
+  if (!work_queue(ch)) __atomic_store_n(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_TAKEN_POS), position + h->span, __ATOMIC_RELAXED);
   ch->polled.index = (uint32_t)(position & ch->mask);
   ch->polled.length = h->length;
   ch->polled.type = h->type;
@@ -674,14 +677,32 @@ static int has_space(psy_channel *ch, uint32_t length) {
 
 /* Bytes up to the end of the last message this handle sent that consumers have not released yet
  * (BROADCAST: the slowest live subscriber). 0 when everything it sent has been taken. */
+/* Where a single consumer or subscriber has taken up to: past what it released, the record it holds. */
+static uint64_t taken_by(const psy_channel *ch, uint32_t slot, uint64_t released) {
+  uint64_t taken = load64(slot_u64(ch, slot, PSY_SLOT_TAKEN_POS));
+  return (int64_t)(taken - released) > 0 && taken - released <= ch->capacity ? taken : released;
+}
+
 uint64_t ring_unflushed(psy_channel *ch) {
   if (!ch->has_sent) return 0;
   uint64_t frontier, sent_end = multi_producer(ch) ? ch->sent_end : ch->pub_pos;
-  if (ch->mode == PSY_BROADCAST) {
+  if (ch->mode == PSY_BROADCAST) { /* the slowest live subscriber, by what it took */
     int corrupt = 0;
-    frontier = slowest_subscriber(ch, 1, &corrupt);
+    slowest_subscriber(ch, 1, &corrupt); /* reaps the dead */
+    frontier = ch->pub_pos;
+    for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) {
+      if (load32(slot_u32(ch, i, PSY_SLOT_STATE)) != PSY_SLOT_ACTIVE || !(load64(slot_u64(ch, i, PSY_SLOT_ROLES)) & PSY_ROLE_CONSUMER)) continue;
+      uint64_t read_pos = load64(slot_u64(ch, i, PSY_SLOT_READ_POS));
+      if (read_pos == PSY_JOINING_POS || ch->pub_pos - read_pos > ch->capacity) continue; /* joining: after what we sent */
+      uint64_t taken = taken_by(ch, i, read_pos);
+      if ((int64_t)(taken - frontier) < 0) frontier = taken;
+    }
+  } else if (work_queue(ch)) {
+    frontier = load64(u64_at(ch, PSY_OFF_CLAIM_HEAD)); /* taken off the queue by some consumer */
   } else {
     frontier = load64(u64_at(ch, PSY_OFF_HEAD));
+    uint32_t owner = load32(u32_at(ch, PSY_OFF_CONSUMER_OWNER));
+    if (owner && owner <= PSY_MAX_SLOTS) frontier = taken_by(ch, owner - 1, frontier);
   }
   int64_t left = (int64_t)(sent_end - frontier);
   return left > 0 ? (uint64_t)left : 0;

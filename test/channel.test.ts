@@ -108,8 +108,8 @@ describe("open modes and configuration", () => {
     const b = open(uri("perm2"), { permissions: 0o640 });
     expect(statSync(`/dev/shm/psyne.${b.name}`).mode & 0o777).toBe(0o640);
   });
-  test("tcp:// and unix:// are a later milestone and say so", () => {
-    expect(() => createChannel("tcp://localhost:5555")).toThrow(/later milestone/);
+  test("an unknown scheme is InvalidChannelNameError naming the schemes there are", () => {
+    expect(() => createChannel("ftp://localhost:5555")).toThrow(/unknown channel scheme 'ftp:\/\/'.*ipc:\/\/, memory:\/\//);
   });
 });
 

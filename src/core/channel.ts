@@ -31,6 +31,7 @@ import {
   makeMeta,
   META,
   type Message,
+  SEND_SIDE,
   type MessageChannel,
   type MessageClass,
   type MessageMeta,
@@ -68,6 +69,25 @@ export interface ChannelOptions {
   open?: OpenMode | undefined;
   /** Take this role at once instead of at the first send or receive. */
   role?: "producer" | "consumer" | undefined;
+  // network channels (tcp://, unix://, udp://, nats://): SPEC.md "Beyond one machine"
+  /** tcp/unix/udp: listen on the address instead of connecting to it (tcp://:PORT always listens). */
+  listen?: boolean | undefined;
+  /** tcp/unix: both sides prove this shared secret to each other without sending it. */
+  auth?: { token: string } | undefined;
+  /** tcp: Bun's TLS options (key, cert, ca, ...). */
+  tls?: Record<string, unknown> | undefined;
+  /** A connector reconnects by itself with backoff (default true). */
+  reconnect?: boolean | undefined;
+  /** Milliseconds a disconnected peer is waited for: after that stats() reports it gone, and a BROADCAST producer stops waiting for it (default 10 000). */
+  peerTimeout?: number | undefined;
+  /** nats: options for the NATS client (servers, token, user, pass, tls, ...). */
+  nats?: Record<string, unknown> | undefined;
+  /** nats: a JetStream durable consumer of this name, and a stream on the subject. */
+  durable?: string | undefined;
+  /** nats: the queue group SPMC/MPMC consumers join (default: the subject). */
+  queue?: string | undefined;
+  /** nats, durable: milliseconds a consumer may hold a message before it goes to another (default 30 000). */
+  ackWait?: number | undefined;
 }
 
 export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
@@ -77,16 +97,44 @@ const MAX_WAIT_MS = 2 ** 31 - 1;
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
+/**
+ * A channel carried by something other than this machine's shared memory (src/net/: tcp://,
+ * unix://, udp://, nats://): a local ring this handle sends into and one it receives from, with a
+ * pump between them and the outside. The Channel forwards to the local rings, so every message
+ * type, wait, mode rule and stat is the ring's own code.
+ */
+export interface Transport {
+  readonly mode: ChannelMode;
+  /** Bytes of this side's rings. */
+  readonly bufferSize: number;
+  readonly closed: boolean;
+  /** The local ring this handle sends into; throws ChannelRoleError where this end may not send. */
+  sender(): Channel;
+  /** The local ring this handle receives from; throws ChannelRoleError where this end may not receive. */
+  receiver(): Channel;
+  ready(options: WaitOptions): Promise<void>;
+  flush(options: WaitOptions): Promise<void>;
+  stats(): ChannelStats;
+  close(): void;
+}
+/** Makes the transport for `uri` (its part after the scheme is `address`); throws typed errors. */
+export type TransportFactory = (uri: string, address: string, options: ChannelOptions) => Transport;
+const transports = new Map<string, TransportFactory>();
+/** A transport module (src/net/) registers its schemes; the channel never imports them itself. */
+export function registerTransport(scheme: string, factory: TransportFactory): void {
+  transports.set(scheme, factory);
+}
+const knownSchemes = () => ["ipc", "memory", ...transports.keys()].map((s) => `${s}://`).join(", ");
+
 /** Splits a channel URI, validating the name before any system call. */
 export function parseUri(uri: unknown): { scheme: string; name: string } {
   if (typeof uri !== "string") throw new InvalidChannelNameError(`channel URI must be a string, got ${typeof uri}`);
   const match = /^([a-z]+):\/\/(.*)$/.exec(uri);
-  if (!match) throw new InvalidChannelNameError(`invalid channel URI '${uri}': expected ipc://NAME or memory://NAME`);
+  if (!match) throw new InvalidChannelNameError(`invalid channel URI '${uri}': expected a URI such as ipc://NAME (schemes: ${knownSchemes()})`);
   const [, scheme = "", name = ""] = match;
-  if (scheme === "tcp" || scheme === "unix")
-    throw new PsyneError("UNSUPPORTED", `${scheme}:// channels are a later milestone; use ipc:// or memory://`);
+  if (transports.has(scheme)) return { scheme, name }; // the transport checks its own address
   if (scheme !== "ipc" && scheme !== "memory")
-    throw new InvalidChannelNameError(`unknown channel scheme '${scheme}://' in '${uri}': use ipc:// or memory://`);
+    throw new InvalidChannelNameError(`unknown channel scheme '${scheme}://' in '${uri}': use one of ${knownSchemes()}`);
   if (!NAME_PATTERN.test(name))
     throw new InvalidChannelNameError(
       `invalid channel name '${name}' in '${uri}': use 1 to 200 of [A-Za-z0-9._-], not starting with '.'`,
@@ -101,6 +149,9 @@ export function segmentName(_scheme: string, name: string): string {
 
 /** psyne.h PSY_OPEN_PRIVATE: the channel lives in this process's memory, shared with its Workers only. */
 const PRIVATE = 0x100;
+
+/** Internal: a transport's notifications from its local rings (see Channel[TRANSPORT_HOOKS]). */
+export const TRANSPORT_HOOKS = Symbol("psyne.transportHooks");
 
 /** Internal: observe a channel without consuming (see Channel[PEEK]). */
 export const PEEK = Symbol("psyne.peek");
@@ -130,6 +181,12 @@ export class Channel implements MessageChannel {
   readonly bufferSize: number;
 
   #handle: Handle | null;
+  // a network channel: its transport and local rings (the handle fields below are then unused)
+  #net: Transport | null = null;
+  // set by a transport on its local rings: called (the transport batches them) after this handle
+  // published messages, and after it may have freed space (released a message)
+  #afterSend: (() => void) | null = null;
+  #afterRelease: (() => void) | null = null;
   #buffer: ArrayBuffer;
   #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
   #polledBuffer: ArrayBuffer;
@@ -152,6 +209,22 @@ export class Channel implements MessageChannel {
     const { scheme, name } = parseUri(uri);
     if (typeof options !== "object" || options === null || Array.isArray(options))
       throw invalidArgument("createChannel(uri, options): options", "an object { bufferSize, mode, permissions, open, role }", options);
+    const transport = transports.get(scheme);
+    if (transport) {
+      const net = transport(uri, name, options);
+      this.#net = net;
+      this.#handle = null;
+      this.#buffer = this.#polledBuffer = this.#claimedBuffer = new ArrayBuffer(0);
+      this.#polled = this.#claimed = new Uint32Array(0);
+      this.#payloadBase = 0;
+      this.uri = uri;
+      this.name = name;
+      this.mode = net.mode;
+      this.bufferSize = net.bufferSize;
+      this[SEND_SIDE] = () => net.sender();
+      trackOpen(this);
+      return;
+    }
     const bufferSize = options.bufferSize ?? 0;
     if (typeof bufferSize !== "number" || !Number.isInteger(bufferSize) || bufferSize < 0)
       throw invalidArgument("bufferSize", "a positive integer (bytes)", options.bufferSize);
@@ -213,7 +286,28 @@ export class Channel implements MessageChannel {
   }
 
   get closed(): boolean {
-    return this.#handle === null;
+    return this.#net ? this.#net.closed : this.#handle === null;
+  }
+
+  /** A network channel's messages are allocated in its local send ring (messages.ts checkChannel). */
+  [SEND_SIDE]?: () => Channel;
+
+  /** Internal: a transport's notifications from one of its local rings (see #afterSend). */
+  [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
+    this.#afterSend = afterSend;
+    this.#afterRelease = afterRelease;
+  }
+
+  /**
+   * Resolves once the channel can carry messages: at once for ipc:// and memory://; for a network
+   * channel once the handshake with a peer is done (a listener: once it has one), or a nats://
+   * subscription is registered with the server. Rejects on timeout (code TIMEOUT), on abort, and
+   * with the peer's refusal (ChannelRoleError, ChannelConfigError, AUTH_FAILED).
+   */
+  async ready(options?: WaitOptions): Promise<void> {
+    const checked = checkWaitOptions(options, "ready()");
+    if (this.#net) return this.#net.ready(checked);
+    this.#open();
   }
 
   #open(): Handle {
@@ -312,6 +406,7 @@ export class Channel implements MessageChannel {
    * overtake them. A message allocated on this channel is published at once (it has its room).
    */
   async sendAsync(data: Message | string | ArrayBufferView | ArrayBuffer, options?: WaitOptions): Promise<void> {
+    if (this.#net) return this.#net.sender().sendAsync(data, options);
     const { timeout, signal } = checkWaitOptions(options, "sendAsync()");
     this.#open();
     if (signal?.aborted) throw signal.reason;
@@ -341,6 +436,7 @@ export class Channel implements MessageChannel {
    * signal's reason when it aborts.
    */
   async flush(options?: WaitOptions): Promise<void> {
+    if (this.#net) return this.#net.flush(checkWaitOptions(options, "flush()"));
     const { timeout, signal } = checkWaitOptions(options, "flush()");
     const handle = this.#open();
     if (signal?.aborted) throw signal.reason;
@@ -360,6 +456,7 @@ export class Channel implements MessageChannel {
    * copied (the producer does not wait for observers).
    */
   [PEEK](): { message: Message; intact: boolean } | null {
+    if (this.#net) throw new PsyneError("UNSUPPORTED", `${this.uri} is a network channel: observe it at either end's ipc:// channel, or with a bridge`);
     const handle = this.#open();
     const index = lib.psy_peek(handle);
     if (index < 0) {
@@ -383,6 +480,7 @@ export class Channel implements MessageChannel {
    * INVALID_STATE while sendAsync()/allocAsync() calls of this handle wait (it would overtake them).
    */
   tryAlloc<M>(type: MessageClass<M>, length?: number): M | null {
+    if (this.#net) return this.#net.sender().tryAlloc(type, length);
     checkMessageType(type, "tryAlloc(type, length): type");
     this.#checkSendOrder("tryAlloc()");
     return this.#tryAlloc(type, length);
@@ -407,6 +505,7 @@ export class Channel implements MessageChannel {
    * wait throws INVALID_STATE rather than overtake them.
    */
   send(data: Message | string | ArrayBufferView | ArrayBuffer): void {
+    if (this.#net) return this.#net.sender().send(data);
     const handle = this.#open();
     const meta = (data as Message | null | undefined)?.[META];
     if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) {
@@ -415,6 +514,7 @@ export class Channel implements MessageChannel {
       const rc = lib.psy_commit(handle, (root.recordOffset - this.#payloadBase) >>> 0);
       if (rc < 0) throw fromNative(rc, lastError());
       retire(root, MessageState.Sent);
+      if (this.#afterSend !== null) this.#afterSend();
       return;
     }
     this.#checkSendOrder("send()");
@@ -472,6 +572,7 @@ export class Channel implements MessageChannel {
     write: (bytes: Uint8Array, offset: number, index: number) => void,
     type: MessageType = ByteVector,
   ): number {
+    if (this.#net) return this.#net.sender().sendBatch(count, byteLength, write, type);
     const handle = this.#open();
     checkUint32(count, "sendBatch(count, byteLength, write): count");
     if (typeof byteLength !== "number" || !Number.isSafeInteger(byteLength) || byteLength < 0)
@@ -512,6 +613,7 @@ export class Channel implements MessageChannel {
     }
     const rc = lib.psy_commit(handle, first);
     if (rc < 0) throw fromNative(rc, lastError());
+    if (this.#afterSend !== null) this.#afterSend();
     return claimed;
   }
 
@@ -521,6 +623,7 @@ export class Channel implements MessageChannel {
    * releases them. No object per message. Returns how many.
    */
   drainBytes(read: (bytes: Uint8Array, offset: number, length: number, typeId: number) => void, max = Number.POSITIVE_INFINITY): number {
+    if (this.#net) return this.#net.receiver().drainBytes(read, max);
     const handle = this.#open();
     checkCallback(read, "drainBytes(read): read", "(bytes, offset, length, typeId) => void, called with each message available now");
     checkMax(max, "drainBytes(read, max): max");
@@ -550,12 +653,14 @@ export class Channel implements MessageChannel {
     } finally {
       this.#receiving = null;
       lib.psy_release(handle);
+      if (this.#afterRelease !== null) this.#afterRelease();
     }
     return count;
   }
 
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
   sendJson(value: unknown): void {
+    if (this.#net) return this.#net.sender().sendJson(value);
     this.#open();
     let text: string | undefined;
     try {
@@ -584,6 +689,7 @@ export class Channel implements MessageChannel {
   #commitAt(offset: number): void {
     const rc = lib.psy_commit(this.#handle!, offset - this.#payloadBase);
     if (rc < 0) throw fromNative(rc, lastError());
+    if (this.#afterSend !== null) this.#afterSend();
   }
 
   [DISCARD](message: Message): void {
@@ -622,9 +728,11 @@ export class Channel implements MessageChannel {
   }
 
   #receive<M>(type: MessageClass<M> | undefined): M | Message | null {
+    if (this.#net) return this.#net.receiver().receive(type);
     const handle = this.#open();
     this.#dropHeld();
-    const index = lib.psy_poll(handle);
+    const index = lib.psy_poll(handle); // releases the message before it
+    if (this.#afterRelease !== null) this.#afterRelease();
     if (index < 0) {
       if (index === NativeCode.EMPTY) return null;
       throw fromNative(index, lastError());
@@ -676,6 +784,7 @@ export class Channel implements MessageChannel {
   recv<M>(type: MessageClass<M>, options?: WaitOptions): Promise<M | null>;
   recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null>;
   async recv<M>(type?: MessageClass<M>, options?: WaitOptions): Promise<M | Message | null> {
+    if (this.#net) return this.#net.receiver().recv(type, options);
     const { timeout, signal } = checkWaitOptions(options, "recv()");
     if (type !== undefined) checkMessageType(type, "recv(type): type");
     this.#open();
@@ -700,6 +809,7 @@ export class Channel implements MessageChannel {
   messages(type?: undefined, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<Message, void, undefined>;
   messages<M>(type: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined>;
   messages<M>(type?: MessageClass<M>, options?: { signal?: AbortSignal | undefined }): AsyncGenerator<M, void, undefined> {
+    if (this.#net) return this.#net.receiver().messages(type as MessageClass<M>, options);
     if (type !== undefined) checkMessageType(type, "messages(type): type");
     const { timeout, signal } = checkWaitOptions(options, "messages()");
     if (timeout !== undefined)
@@ -746,6 +856,8 @@ export class Channel implements MessageChannel {
   receiveSync<M>(type: MessageClass<M>, timeoutMs?: number): M | null;
   receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null;
   receiveSync<M>(type?: MessageClass<M>, timeoutMs?: number): M | Message | null {
+    if (this.#net)
+      throw new PsyneError("UNSUPPORTED", `receiveSync() would block the thread that moves ${this.uri}'s messages from the network: use await recv()`);
     if (type !== undefined) checkMessageType(type, "receiveSync(type, timeoutMs): type");
     const timeout = checkTimeout(timeoutMs, "receiveSync(type, timeoutMs): timeoutMs") ?? Number.POSITIVE_INFINITY;
     this.#open();
@@ -769,6 +881,7 @@ export class Channel implements MessageChannel {
    * wait until consumers took what this handle sent, a producer uses flush().)
    */
   drain<M>(handler: (message: M) => void, max = Number.POSITIVE_INFINITY, type?: MessageClass<M>): number {
+    if (this.#net) return this.#net.receiver().drain(handler, max, type);
     this.#open();
     checkCallback(
       handler,
@@ -815,6 +928,7 @@ export class Channel implements MessageChannel {
       this.#dropHeld();
       const rc = lib.psy_release(this.#open());
       if (rc < 0) throw fromNative(rc, lastError());
+      if (this.#afterRelease !== null) this.#afterRelease();
     } else {
       retire(root, MessageState.Released);
     }
@@ -827,6 +941,7 @@ export class Channel implements MessageChannel {
    * in flight.
    */
   stats(): ChannelStats {
+    if (this.#net) return this.#net.stats();
     const handle = this.#open();
     const info = readHeader(new DataView(this.#buffer), (slot) => lib.psy_slot_alive(handle, slot) === 1, lib.psy_slot(handle));
     const { cursors: _, createdAt: __, ...stats } = info;
@@ -838,6 +953,10 @@ export class Channel implements MessageChannel {
    * process to detach removes the segment unless it still holds undelivered messages.
    */
   close(): void {
+    if (this.#net) {
+      openChannels.delete(this);
+      return this.#net.close();
+    }
     const handle = this.#handle;
     if (handle === null) return;
     this.#dropHeld();

@@ -29,7 +29,11 @@ export interface AllocOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** A channel whose messages live in another channel: a network channel's local send ring. */
+export const SEND_SIDE = Symbol("psyne.sendSide");
+
 export interface MessageChannel {
+  [SEND_SIDE]?(): MessageChannel;
   /** Payload byte offset of a new record in [BUFFER], or -1 when full and `orNull`. */
   [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number;
   [BUFFER](): ArrayBuffer;
@@ -285,7 +289,8 @@ function checkCount(typeName: string, count: unknown): number {
 function checkChannel(typeName: string, channel: unknown): MessageChannel {
   if (typeof channel !== "object" || channel === null || typeof (channel as MessageChannel)[ALLOC] !== "function")
     throw new PsyneError("INVALID_ARGUMENT", `new ${typeName}(channel, ...) needs a channel from createChannel(), got ${describe(channel)}`);
-  return channel as MessageChannel;
+  // a network channel's messages are allocated in its local send ring, and belong to it
+  return (channel as MessageChannel)[SEND_SIDE]?.() ?? (channel as MessageChannel);
 }
 
 /**

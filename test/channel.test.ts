@@ -1,6 +1,6 @@
 // The channel API of SPEC.md in one process: names, open modes, config, errors with their
 // values, message types, lifetimes and stats. Cross-process behaviour is in the other files.
-import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { statSync } from "node:fs";
 import {
   ByteVector,
@@ -22,22 +22,16 @@ import {
   removeChannel,
 } from "../src/index.ts";
 import { ownSegments, uniqueName } from "./helpers";
+import { closedAfterEach } from "./helpers/channels.ts";
 
 setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 
-const opened: Array<{ close(): void; uri: string }> = [];
+const track = closedAfterEach();
 function open(uri: string, sizeOrOptions?: number | ChannelOptions, mode?: ChannelMode) {
   const channel = typeof sizeOrOptions === "object" ? createChannel(uri, sizeOrOptions) : createChannel(uri, sizeOrOptions, mode);
-  opened.push(channel);
+  track(channel);
   return channel;
 }
-// Tests that leave messages behind would keep their segments (by design): remove them.
-afterEach(() => {
-  for (const c of opened.splice(0)) {
-    c.close();
-    removeChannel(c.uri);
-  }
-});
 afterAll(() => expect(ownSegments()).toEqual([]));
 
 const uri = (tag: string) => `ipc://${uniqueName(tag)}`;

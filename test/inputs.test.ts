@@ -12,23 +12,17 @@ import {
   FloatVector,
   type Message,
   PsyneError,
-  removeChannel,
 } from "../src/index.ts";
 import { ownSegments, uniqueName } from "./helpers";
+import { closedAfterEach } from "./helpers/channels.ts";
 
 afterAll(() => expect(ownSegments()).toEqual([]));
-const opened: Channel[] = [];
+const track = closedAfterEach();
 function open(tag: string, options: ChannelOptions = { bufferSize: 4096 }): Channel {
   const channel = createChannel(`ipc://${uniqueName(tag)}`, options);
-  opened.push(channel);
+  track(channel);
   return channel;
 }
-afterEach(() => {
-  for (const c of opened.splice(0)) {
-    c.close();
-    removeChannel(c.uri);
-  }
-});
 
 /** The error `f` throws (fails the test if it throws none). */
 function thrown(f: () => unknown): Error & { code?: string } {
@@ -43,7 +37,7 @@ function thrown(f: () => unknown): Error & { code?: string } {
 /** createChannel() that the afterEach closes and removes, should it succeed. */
 function tryOpen(uri: string, sizeOrOptions?: number | ChannelOptions, mode?: ChannelMode): Channel {
   const channel = typeof sizeOrOptions === "object" ? createChannel(uri, sizeOrOptions) : createChannel(uri, sizeOrOptions, mode);
-  opened.push(channel);
+  track(channel);
   return channel;
 }
 
@@ -108,7 +102,8 @@ describe("callbacks", () => {
     const u = `ipc://${uniqueName("drain")}`;
     const producer = createChannel(u, { bufferSize: 4096, mode: ChannelMode.SPSC, role: "producer" });
     const other = createChannel(u, { role: "consumer" }); // the channel's consumer is someone else
-    opened.push(producer, other);
+    track(producer);
+    track(other);
     for (const bad of [undefined, null, 42, "handler"]) {
       const error = thrown(() => (producer.drain as (h: unknown) => number)(bad));
       expect(error).toBeInstanceOf(TypeError);

@@ -3,25 +3,20 @@
 // instead of reading or releasing a later message; in checked mode (PSYNE_CHECKED=1) its elements
 // fail too, where the stale access is.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { ByteVector, createChannel, defineMessage, FloatVector, Int32Vector, type Message, PsyneError, removeChannel } from "../src/index.ts";
+import { ByteVector, createChannel, defineMessage, FloatVector, Int32Vector, type Message, PsyneError } from "../src/index.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName } from "./helpers";
+import { closedAfterEach } from "./helpers/channels.ts";
 
 setDefaultTimeout(60_000);
 afterEach(reapChildren);
 afterAll(() => expect(ownSegments()).toEqual([]));
 
-const opened: Array<{ close(): void; uri: string }> = [];
+const track = closedAfterEach();
 function open(tag: string, bufferSize: number) {
   const channel = createChannel(`ipc://${uniqueName(tag)}`, { bufferSize });
-  opened.push(channel);
+  track(channel);
   return channel;
 }
-afterEach(() => {
-  for (const c of opened.splice(0)) {
-    c.close();
-    removeChannel(c.uri);
-  }
-});
 
 const Sample = defineMessage("LifetimeSample", { seq: "u32", value: "f64" });
 

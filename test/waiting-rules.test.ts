@@ -2,26 +2,21 @@
 // order; one receive at a time; an aborted signal takes nothing; a timeout of Infinity (or of 2^31
 // ms and more) does not end the wait early.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { ByteVector, type Channel, ChannelMode, createChannel, FloatVector, Int32Vector, PsyneError, removeChannel } from "../src/index.ts";
+import { ByteVector, type Channel, ChannelMode, createChannel, FloatVector, Int32Vector, PsyneError } from "../src/index.ts";
 import { setLongTimeout } from "../src/core/waiting.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName, waitForLine } from "./helpers";
+import { closedAfterEach } from "./helpers/channels.ts";
 
 setDefaultTimeout(60_000);
 afterEach(reapChildren);
 afterAll(() => expect(ownSegments()).toEqual([]));
 
-const opened: Channel[] = [];
+const track = closedAfterEach();
 function open(tag: string, bufferSize = 4096, mode: ChannelMode = ChannelMode.SPSC): Channel {
   const channel = createChannel(`ipc://${uniqueName(tag)}`, { bufferSize, mode });
-  opened.push(channel);
+  track(channel);
   return channel;
 }
-afterEach(() => {
-  for (const c of opened.splice(0)) {
-    c.close();
-    removeChannel(c.uri);
-  }
-});
 
 /** Resolves "pending" if `promise` has not settled within `ms`. */
 const within = <T>(promise: Promise<T>, ms: number) =>
@@ -77,7 +72,7 @@ describe("waiting sends leave in call order", () => {
   test("20 000 sendAsync() calls without await reach a consumer process in call order", async () => {
     const name = uniqueName("order-proc");
     const ch = createChannel(`ipc://${name}`, { bufferSize: 4096, role: "producer" });
-    opened.push(ch);
+    track(ch);
     const consumer = spawnBun(fixture("ordered_consumer.ts"), [`ipc://${name}`, 20_000], { timeoutMs: 50_000 });
     await waitForLine(consumer, "ready");
     const sends: Promise<void>[] = [];
@@ -222,7 +217,7 @@ describe("timeouts of Infinity and of 2^31 ms or more", () => {
     await waitForLine(child, "ready");
     await Bun.sleep(200);
     const ch = createChannel(`ipc://${name}`, { role: "producer" });
-    opened.push(ch);
+    track(ch);
     const v = new Int32Vector(ch, 1);
     v[0] = 11;
     ch.send(v);

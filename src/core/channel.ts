@@ -90,7 +90,41 @@ export interface ChannelOptions {
   ackWait?: number | undefined;
 }
 
-export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
+/** A network channel's peer in stats() (tcp://, unix://: each connection's far end). */
+export interface PeerStats {
+  /** host:port, or the socket path. */
+  address: string;
+  /** The peer's session (its channel handle), in hex. */
+  session: string;
+  /** connected; away (disconnected, waited for until peerTimeout); gone (away longer). */
+  state: "connected" | "away" | "gone";
+  connectedSince: Date | null;
+  /** When it went away (away, gone). */
+  awaySince: Date | null;
+  bytesIn: number;
+  bytesOut: number;
+  messagesIn: number;
+  messagesOut: number;
+  /** Messages sent to it again after a reconnect. */
+  resends: number;
+}
+
+/** What network channels add to stats() (SPEC.md "Beyond one machine"). */
+export interface NetworkStats {
+  /** A listener's address (with the port it got, for port 0). */
+  listening?: string;
+  peers?: PeerStats[];
+  /** Connectors a listener refused (role, mode, auth). */
+  refused?: number;
+  /** Connections closed for bad input, by reason (protocol, handshake, version, ...). */
+  errors?: Record<string, number>;
+  /** udp: datagrams that never arrived (gaps in a sender's sequence). */
+  lost?: number;
+  /** udp: datagrams that arrived after a later one, dropped. */
+  reordered?: number;
+}
+
+export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode } & NetworkStats;
 
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
@@ -221,6 +255,9 @@ export class Channel implements MessageChannel {
       this.name = name;
       this.mode = net.mode;
       this.bufferSize = net.bufferSize;
+      // a connector that left them out learns mode and size from its listener in the handshake
+      Object.defineProperty(this, "mode", { get: () => net.mode, enumerable: true });
+      Object.defineProperty(this, "bufferSize", { get: () => net.bufferSize, enumerable: true });
       this[SEND_SIDE] = () => net.sender();
       trackOpen(this);
       return;

@@ -1,0 +1,126 @@
+// A transport's local rings. The user's handle on each is an ordinary Channel over a private
+// memory:// ring; the pump has a handle of its own on the same ring (raw FFI, below): a consumer with
+// retained reading on a send ring (records stay until the peer acknowledges them), a producer on a
+// receive ring (it claims a record of the frame's type and length, copies the frame in, commits).
+import { ptr, toArrayBuffer } from "bun:ffi";
+import { type Channel, type ChannelMode, createChannel } from "../core/channel";
+import { fromNative, NativeCode } from "../core/errors";
+import { cstr, type Handle, lastError, lib } from "../core/ffi";
+import { layout } from "../core/layout";
+import { randomId, hex } from "./wire";
+
+const PRIVATE = 0x100; // psyne.h PSY_OPEN_PRIVATE
+const ATTACH = 2; // psyne.h PSY_ATTACH
+
+/** A new private ring for a transport; `tag` makes its name readable in errors (memory://<tag>.<random>). */
+export function openLocalRing(tag: string, bufferSize: number, mode: ChannelMode, role: "producer" | "consumer"): Channel {
+  const name = `${tag.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 150)}.${hex(randomId()).slice(0, 12)}`;
+  return createChannel(`memory://${name}`, { bufferSize, mode, role, open: "create" });
+}
+
+export class RingPort {
+  readonly capacity: number;
+  readonly bytes: Uint8Array; // the whole mapping (the ring is mapped twice in a row: a record is never split)
+  readonly payloadBase: number; // mapping offset of ring index 0's payload
+  #handle: Handle | null;
+  #buffer: ArrayBuffer;
+  #view: DataView;
+  #polledBuffer: ArrayBuffer;
+  #polled: Uint32Array; // psy_polled_record: index, length, type, span
+
+  /** A second handle on the private ring of `channel`, taking `role` at once. */
+  constructor(channel: Channel, role: "producer" | "consumer") {
+    const error = new Int32Array(new ArrayBuffer(4));
+    const handle = lib.psy_open(cstr(channel.name), 0, -1, 0o600, ATTACH | PRIVATE, ptr(error));
+    if (!handle) throw fromNative(error[0]!, lastError());
+    const rc = lib.psy_take_role(handle, role === "producer" ? layout.ROLE_PRODUCER : layout.ROLE_CONSUMER);
+    if (rc < 0) {
+      const err = fromNative(rc, lastError());
+      lib.psy_close(handle);
+      throw err;
+    }
+    this.#handle = handle as Handle;
+    this.capacity = lib.psy_capacity(handle);
+    this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
+    this.bytes = new Uint8Array(this.#buffer);
+    this.#view = new DataView(this.#buffer);
+    this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
+    this.#polled = new Uint32Array(this.#polledBuffer);
+    this.payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
+  }
+
+  get closed(): boolean {
+    return this.#handle === null;
+  }
+
+  // ---- consumer: retained reading --------------------------------------------------------------
+
+  /** The next record's mapping offset of its payload (nothing is freed), or -1 when there is none. */
+  next(): number {
+    const index = lib.psy_poll_retained(this.#handle!);
+    if (index >= 0) return this.payloadBase + index;
+    if (index === NativeCode.EMPTY) return -1;
+    throw fromNative(index, lastError());
+  }
+  get length(): number {
+    return this.#polled[1]!;
+  }
+  get type(): number {
+    return this.#polled[2]!;
+  }
+  /** Where the record next() returned ends (a position's low 52 bits). */
+  end(): number {
+    return lib.psy_polled_end(this.#handle!);
+  }
+  /** Frees every record before `position`. */
+  releaseTo(position: number): void {
+    const rc = lib.psy_release_to(this.#handle!, position);
+    if (rc < 0) throw fromNative(rc, lastError());
+  }
+  /** Reads again from the first record not freed. */
+  rewind(): void {
+    lib.psy_rewind(this.#handle!);
+  }
+  /** Where this ring's consumer has released up to (BROADCAST: this subscriber). */
+  released(): number {
+    return lib.psy_released_position(this.#handle!);
+  }
+  /** The ring's published tail (a position's low 52 bits): the end of everything committed. */
+  tail(): number {
+    const low = this.#view.getUint32(layout.OFF_TAIL, true);
+    const high = this.#view.getUint32(layout.OFF_TAIL + 4, true) & 0xfffff;
+    return high * 2 ** 32 + low;
+  }
+  /** The payload length of the record at `position` (committed, or skipped), read from its header. */
+  lengthAt(position: number): number {
+    return this.#view.getUint32(layout.RING_OFFSET + (position % this.capacity) + layout.REC_LENGTH, true);
+  }
+
+  // ---- producer ------------------------------------------------------------------------------
+
+  /** Claims a record; its payload's mapping offset, or -1 when the ring is full now. */
+  claim(length: number, type: number): number {
+    const index = lib.psy_claim(this.#handle!, length, type);
+    if (index >= 0) return this.payloadBase + index;
+    if (index === NativeCode.FULL) return -1;
+    throw fromNative(index, lastError());
+  }
+  commit(payloadOffset: number): void {
+    const rc = lib.psy_commit(this.#handle!, payloadOffset - this.payloadBase);
+    if (rc < 0) throw fromNative(rc, lastError());
+  }
+
+  close(): void {
+    const handle = this.#handle;
+    if (handle === null) return;
+    this.#handle = null;
+    // detach the views first: a view over unmapped memory would crash the process
+    this.#buffer.transfer(0);
+    this.#polledBuffer.transfer(0);
+    lib.psy_close(handle);
+  }
+}
+
+/** Bytes a record of `length` payload bytes occupies in a ring. */
+export const recordSpan = (length: number): number =>
+  (layout.REC_HEADER + length + layout.REC_ALIGN - 1) & ~(layout.REC_ALIGN - 1);

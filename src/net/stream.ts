@@ -148,12 +148,16 @@ class Outbound {
   /** A connection (new, or after a reconnect) takes this stream: send again from the first unacknowledged. */
   attach(connection: Connection): void {
     this.connection = connection;
+    this.#cpSeq = [];
+    this.#cpEnd = [];
     if (RESEND) {
       this.port.rewind();
       this.seq = this.ackedSeq;
       this.sentEnd = this.ackedPos;
-      this.#cpSeq = [];
-      this.#cpEnd = [];
+    } else if (this.sentEnd !== this.ackedPos) {
+      // (test-only) what was in flight at the cut is given up as if delivered: lost
+      this.ackedSeq = this.seq;
+      this.#free(this.sentEnd);
     }
     this.pump();
   }

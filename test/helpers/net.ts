@@ -29,3 +29,119 @@ export async function listeningOn(child: Subprocess): Promise<string> {
   if (!parsed.listening) throw new Error(`the peer did not listen: ${line}`);
   return parsed.listening;
 }
+
+/**
+ * A TCP proxy on a loopback port that forwards to `target`, for cutting connections at will:
+ * cut() resets every connection it carries (both sides get a reset, as when a cable is pulled);
+ * anything else (a side closing) is forwarded in order.
+ */
+export class CuttingProxy {
+  readonly port: number;
+  cuts = 0;
+  #listener: import("bun").TCPSocketListener<Pipe>;
+  #pipes = new Set<Pipe>();
+
+  constructor(target: { hostname: string; port: number }) {
+    this.#listener = Bun.listen<Pipe>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: (client) => {
+          const pipe = new Pipe(client);
+          client.data = pipe;
+          this.#pipes.add(pipe);
+          Bun.connect<Pipe>({
+            hostname: target.hostname,
+            port: target.port,
+            data: pipe,
+            socket: {
+              open: (server) => pipe.connected(server),
+              data: (_server, chunk) => pipe.send(pipe.client, chunk),
+              drain: () => pipe.drain(),
+              close: () => pipe.close(),
+              end: () => pipe.close(),
+              connectError: () => pipe.close(),
+            },
+          }).catch(() => pipe.close());
+        },
+        data: (client, chunk) => client.data.toServer(chunk),
+        drain: (client) => client.data.drain(),
+        close: (client) => {
+          client.data.close();
+          this.#pipes.delete(client.data);
+        },
+        end: (client) => client.data.close(),
+      },
+    });
+    this.port = this.#listener.port;
+  }
+
+  /** Resets every connection now; returns how many it cut. */
+  cut(): number {
+    let cut = 0;
+    for (const pipe of this.#pipes) if (pipe.reset()) cut++;
+    this.#pipes.clear();
+    if (cut > 0) this.cuts++;
+    return cut;
+  }
+
+  stop(): void {
+    this.cut();
+    this.#listener.stop(true);
+  }
+}
+
+type Sock = import("bun").Socket<Pipe>;
+class Pipe {
+  server: Sock | null = null;
+  #early: Uint8Array[] = [];
+  #queues = new Map<Sock, Uint8Array[]>();
+  #closed = false;
+  constructor(readonly client: Sock) {}
+  connected(server: Sock): void {
+    if (this.#closed) return server.terminate();
+    this.server = server;
+    for (const chunk of this.#early) this.send(server, chunk);
+    this.#early = [];
+  }
+  toServer(chunk: Uint8Array): void {
+    if (this.server) this.send(this.server, chunk);
+    else this.#early.push(chunk);
+  }
+  send(to: Sock, chunk: Uint8Array): void {
+    const queue = this.#queues.get(to) ?? [];
+    this.#queues.set(to, queue);
+    if (queue.length) return void queue.push(chunk);
+    const n = to.write(chunk, 0, chunk.byteLength);
+    if (n >= 0 && n < chunk.byteLength) queue.push(chunk.subarray(n));
+  }
+  drain(): void {
+    for (const [to, queue] of this.#queues) {
+      while (queue.length) {
+        const chunk = queue[0]!;
+        const n = to.write(chunk, 0, chunk.byteLength);
+        if (n < 0) return;
+        if (n < chunk.byteLength) {
+          queue[0] = chunk.subarray(n);
+          break;
+        }
+        queue.shift();
+      }
+    }
+  }
+  /** One side ended: end the other after what is queued (a graceful close passes through). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.drain();
+    this.client.end();
+    this.server?.end();
+  }
+  reset(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    this.client.terminate();
+    this.server?.terminate();
+    return true;
+  }
+}

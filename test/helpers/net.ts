@@ -19,7 +19,11 @@ export type PeerConfig = Record<string, unknown> & { uri: string; role: "produce
 
 /** Runs test/fixtures/net_peer.ts with `config`. */
 export function spawnPeer(config: PeerConfig, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Subprocess {
-  return spawnBun(fixture("net_peer.ts"), [JSON.stringify({ options: {}, ...config })], { timeoutMs: options.timeoutMs ?? 120_000, ...(options.env ? { env: options.env } : {}) });
+  return spawnBun(fixture("net_peer.ts"), [JSON.stringify({ options: {}, ...config })], {
+    timeoutMs: options.timeoutMs ?? 120_000,
+    ...(options.env ? { env: options.env } : {}),
+    ...(config.waitGo ? { stdin: "pipe" as const } : {}),
+  });
 }
 
 /** The address a listening peer printed first ({"listening": "127.0.0.1:PORT"}). */

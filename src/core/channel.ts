@@ -758,6 +758,7 @@ export class Channel implements MessageChannel {
   receive<M>(type: MessageClass<M>): M | null;
   receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
+    if (this.#net) return this.#net.receiver().receive(type);
     this.#open();
     if (this.#receiving !== null) this.#checkNotReceiving("receive()");
     if (type !== undefined) checkMessageType(type, "receive(type): type");

@@ -12,10 +12,15 @@ import { randomId, hex } from "./wire";
 const PRIVATE = 0x100; // psyne.h PSY_OPEN_PRIVATE
 const ATTACH = 2; // psyne.h PSY_ATTACH
 
-/** A new private ring for a transport; `tag` makes its name readable in errors (memory://<tag>.<random>). */
-export function openLocalRing(tag: string, bufferSize: number, mode: ChannelMode, role: "producer" | "consumer"): Channel {
+/**
+ * A new private ring for the transport of `uri`. Its errors (full, too large, wrong type) name
+ * `uri`, the channel the user opened, not the ring's internal name (memory://<tag>.<random>).
+ */
+export function openLocalRing(uri: string, tag: string, bufferSize: number, mode: ChannelMode, role: "producer" | "consumer"): Channel {
   const name = `${tag.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 150)}.${hex(randomId()).slice(0, 12)}`;
-  return createChannel(`memory://${name}`, { bufferSize, mode, role, open: "create" });
+  const ring = createChannel(`memory://${name}`, { bufferSize, mode, role, open: "create" });
+  Object.defineProperty(ring, "uri", { value: uri });
+  return ring;
 }
 
 export class RingPort {

@@ -782,13 +782,13 @@ export class StreamTransport implements Transport {
   #openRings(mode: ChannelMode, bufferSize: number): void {
     const tag = `${this.endpoint.scheme}-${this.endpoint.display.replace(/^\0/, "@")}`;
     if (sends(mode, this.side)) {
-      const tx = openLocalRing(`${tag}.tx`, bufferSize, mode === "BROADCAST" ? ChannelMode.BROADCAST : ChannelMode.SPSC, "producer");
+      const tx = openLocalRing(this.uri, `${tag}.tx`, bufferSize, mode === "BROADCAST" ? ChannelMode.BROADCAST : ChannelMode.SPSC, "producer");
       this.#tx = tx;
       tx[TRANSPORT_HOOKS](this.#afterSend, null);
       if (mode !== "BROADCAST") this.#outbound = new Outbound(new RingPort(tx, "consumer"), this, this.#stream);
     }
     if (receives(mode, this.side)) {
-      const rx = openLocalRing(`${tag}.rx`, bufferSize, ChannelMode.SPSC, "consumer");
+      const rx = openLocalRing(this.uri, `${tag}.rx`, bufferSize, ChannelMode.SPSC, "consumer");
       this.#rx = rx;
       rx[TRANSPORT_HOOKS](null, this.#afterRelease);
       this.rxPort = new RingPort(rx, "producer");

@@ -51,11 +51,11 @@ export function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
 }
 
-const warned = new Set<string>();
-/** One warning per address: a listener any machine can reach, with neither auth nor tls. */
+let warned = false;
+/** One warning per process: a listener any machine can reach, with neither auth nor tls. */
 export function warnIfExposed(uri: string, endpoint: Endpoint, options: ChannelOptions): void {
-  if (endpoint.scheme === "unix" || isLoopback(endpoint.hostname) || options.auth || options.tls || warned.has(endpoint.display)) return;
-  warned.add(endpoint.display);
+  if (endpoint.scheme === "unix" || isLoopback(endpoint.hostname) || options.auth || options.tls || warned) return;
+  warned = true;
   console.warn(
     `psyne: ${uri} listens on ${endpoint.display}, reachable from other machines, with neither auth nor tls: ` +
       "anyone who can connect can read and send its messages (options.auth: { token }, options.tls)",

@@ -42,6 +42,8 @@ export async function listeningOn(child: Subprocess): Promise<string> {
 export class CuttingProxy {
   readonly port: number;
   cuts = 0;
+  /** Every byte it carried, both ways (for looking for a secret on the wire). */
+  readonly carried: Uint8Array[] = [];
   #listener: import("bun").TCPSocketListener<Pipe>;
   #pipes = new Set<Pipe>();
 
@@ -51,7 +53,7 @@ export class CuttingProxy {
       port: 0,
       socket: {
         open: (client) => {
-          const pipe = new Pipe(client);
+          const pipe = new Pipe(client, this.carried);
           client.data = pipe;
           this.#pipes.add(pipe);
           Bun.connect<Pipe>({
@@ -101,7 +103,10 @@ class Pipe {
   #early: Uint8Array[] = [];
   #queues = new Map<Sock, Uint8Array[]>();
   #closed = false;
-  constructor(readonly client: Sock) {}
+  constructor(
+    readonly client: Sock,
+    readonly carried: Uint8Array[],
+  ) {}
   connected(server: Sock): void {
     if (this.#closed) return server.terminate();
     this.server = server;
@@ -113,6 +118,7 @@ class Pipe {
     else this.#early.push(chunk);
   }
   send(to: Sock, chunk: Uint8Array): void {
+    this.carried.push(chunk.slice());
     const queue = this.#queues.get(to) ?? [];
     this.#queues.set(to, queue);
     if (queue.length) return void queue.push(chunk);
@@ -147,5 +153,53 @@ class Pipe {
     this.client.terminate();
     this.server?.terminate();
     return true;
+  }
+}
+
+/** A raw socket to a listener, for speaking (or breaking) the protocol by hand. */
+export class RawPeer {
+  received = new Uint8Array(0);
+  readonly closed: Promise<void>;
+  #socket: import("bun").Socket<undefined> | null = null;
+  #changed: () => void = () => {};
+  #close: () => void = () => {};
+
+  static async connect(target: { hostname?: string; port?: number; unix?: string }): Promise<RawPeer> {
+    const peer = new RawPeer();
+    const handlers = {
+      binaryType: "uint8array" as const,
+      data: (_s: unknown, chunk: Uint8Array) => {
+        const all = new Uint8Array(peer.received.byteLength + chunk.byteLength);
+        all.set(peer.received, 0);
+        all.set(chunk, peer.received.byteLength);
+        peer.received = all;
+        peer.#changed();
+      },
+      close: () => peer.#close(),
+    };
+    peer.#socket = (await (target.unix
+      ? Bun.connect({ unix: target.unix, socket: handlers as never })
+      : Bun.connect({ hostname: target.hostname!, port: target.port!, socket: handlers as never }))) as never;
+    return peer;
+  }
+
+  private constructor() {
+    this.closed = new Promise<void>((resolve) => (this.#close = resolve));
+  }
+
+  send(bytes: Uint8Array): void {
+    this.#socket!.write(bytes, 0, bytes.byteLength);
+  }
+
+  /** Resolves once `n` bytes arrived (or the connection closed). */
+  async bytes(n: number): Promise<Uint8Array> {
+    let open = true;
+    this.closed.then(() => (open = false));
+    while (this.received.byteLength < n && open) await Promise.race([new Promise<void>((r) => (this.#changed = r)), this.closed]);
+    return this.received;
+  }
+
+  end(): void {
+    this.#socket?.end();
   }
 }

@@ -11,6 +11,7 @@ import {
   createChannel,
   defineMessage,
   InvalidChannelNameError,
+  MessageTooLargeError,
   MessageTypeError,
 } from "../src/index.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, stdoutLine } from "./helpers";
@@ -76,6 +77,17 @@ describe("URIs, modes and roles", () => {
     expect((await listener.recv(undefined, { timeout: 5000 }))?.text()).toBe("adopted");
     expect(() => listener.send("x")).toThrow(ChannelRoleError); // an MPSC listener receives
     expect(() => connector.receive()).toThrow(ChannelRoleError); // its connectors send
+    connector.close();
+    listener.close();
+  });
+
+  test("a message larger than the peer's ring is MessageTooLargeError at send once the handshake told its size", async () => {
+    const { channel: listener, uri } = listen({ mode: "SPSC", bufferSize: 16384 });
+    const connector = createChannel(uri, { mode: "SPSC", bufferSize: 65536 });
+    await connector.ready({ timeout: 5000 });
+    expect(() => connector.send(new Uint8Array(20_000))).toThrow(MessageTooLargeError);
+    connector.send(new Uint8Array(16384 - 16)); // the largest the listener's ring holds
+    expect((await listener.recv(undefined, { timeout: 5000 }))?.byteLength).toBe(16384 - 16);
     connector.close();
     listener.close();
   });

@@ -80,6 +80,8 @@ export interface ChannelOptions {
   reconnect?: boolean | undefined;
   /** Milliseconds a disconnected peer is waited for: after that stats() reports it gone, and a BROADCAST producer stops waiting for it (default 10 000). */
   peerTimeout?: number | undefined;
+  /** udp: the local interface address multicast is joined and sent on (e.g. 127.0.0.1; default: the system's choice by route). */
+  multicastInterface?: string | undefined;
   /** nats: options for the NATS client (servers, token, user, pass, tls, ...). */
   nats?: Record<string, unknown> | undefined;
   /** nats: a JetStream durable consumer of this name, and a stream on the subject. */
@@ -187,6 +189,9 @@ const PRIVATE = 0x100;
 /** Internal: a transport's notifications from its local rings (see Channel[TRANSPORT_HOOKS]). */
 export const TRANSPORT_HOOKS = Symbol("psyne.transportHooks");
 
+/** Internal: a transport lowers the largest message its local send ring takes (a udp datagram, a peer's smaller ring). */
+export const MESSAGE_LIMIT = Symbol("psyne.messageLimit");
+
 /** Internal: observe a channel without consuming (see Channel[PEEK]). */
 export const PEEK = Symbol("psyne.peek");
 
@@ -222,6 +227,7 @@ export class Channel implements MessageChannel {
   #afterSend: (() => void) | null = null;
   #afterRelease: (() => void) | null = null;
   #buffer: ArrayBuffer;
+  #maxMessage = 0; // the largest payload a message may have: the ring's, or less (MESSAGE_LIMIT)
   #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
   #polledBuffer: ArrayBuffer;
   #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
@@ -303,6 +309,7 @@ export class Channel implements MessageChannel {
     this.name = name;
     this.mode = modeNames[lib.psy_mode(handle)]!;
     this.bufferSize = lib.psy_capacity(handle);
+    this.#maxMessage = this.bufferSize - layout.REC_HEADER;
     this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
     this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
     this.#polled = new Uint32Array(this.#polledBuffer);
@@ -328,6 +335,11 @@ export class Channel implements MessageChannel {
 
   /** A network channel's messages are allocated in its local send ring (messages.ts checkChannel). */
   [SEND_SIDE]?: () => Channel;
+
+  /** Internal: messages larger than `bytes` throw MessageTooLargeError (a transport's send ring). */
+  [MESSAGE_LIMIT](bytes: number): void {
+    this.#maxMessage = Math.min(bytes, this.bufferSize - layout.REC_HEADER);
+  }
 
   /** Internal: a transport's notifications from one of its local rings (see #afterSend). */
   [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
@@ -364,7 +376,7 @@ export class Channel implements MessageChannel {
   #claim(byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
     const handle = this.#open();
     // checked here, not only in C: the C side takes a u32, and 2^32 bytes would wrap to a small size
-    const index = byteLength > this.bufferSize - layout.REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
+    const index = byteLength > this.#maxMessage ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
     if (index >= 0) return this.#payloadBase + index;
     if (index === NativeCode.FULL) {
       if (orNull) return -1;
@@ -375,9 +387,11 @@ export class Channel implements MessageChannel {
   }
 
   #tooLarge(byteLength: number, typeName: string): MessageTooLargeError {
-    const maxSize = this.bufferSize - layout.REC_HEADER;
+    const maxSize = this.#maxMessage;
     return new MessageTooLargeError(
-      `a ${typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
+      maxSize < this.bufferSize - layout.REC_HEADER
+        ? `a ${typeName} message of ${byteLength} bytes can never reach the other end of ${this.uri}: it takes messages of at most ${maxSize} bytes`
+        : `a ${typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
       byteLength,
       maxSize,
     );
@@ -413,7 +427,7 @@ export class Channel implements MessageChannel {
     this.#open();
     if (signal?.aborted) throw signal.reason;
     const byteLength = type.byteLengthFor(length ?? 0);
-    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     const attempt = (): M | null => this.#tryAlloc(type, length);
     if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
       const message = attempt() ?? spin(attempt);
@@ -450,7 +464,7 @@ export class Channel implements MessageChannel {
     const meta = (data as Message | null | undefined)?.[META];
     if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) return this.send(data);
     const size = this.#copySize(data);
-    if (size > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(size, meta?.type.typeName ?? (typeof data === "string" ? "text" : "ByteVector"));
+    if (size > this.#maxMessage) throw this.#tooLarge(size, meta?.type.typeName ?? (typeof data === "string" ? "text" : "ByteVector"));
     const attempt = (): true | null => {
       try {
         this.#sendCopy(data);
@@ -623,7 +637,7 @@ export class Channel implements MessageChannel {
         `sendBatch(count, byteLength, ...): a ${type.typeName} message of ${byteLength} bytes is not valid: ` +
           (byteLength < type.minBytes ? `it has ${type.minBytes} bytes` : `use a multiple of ${elementSize} bytes`),
       );
-    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     this.#checkSendOrder("sendBatch()");
     if (count === 0) return 0;
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);

@@ -13,7 +13,17 @@
 // copies and commits each message into the receive ring; when the user releases messages, their
 // acknowledgement goes back, batched. Everything runs on the thread that opened the channel.
 import type { Socket, SocketHandler, TCPSocketListener, UnixSocketListener } from "bun";
-import { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, type PeerStats, registerTransport, type Transport, TRANSPORT_HOOKS } from "../core/channel";
+import {
+  type Channel,
+  ChannelMode,
+  type ChannelOptions,
+  type ChannelStats,
+  MESSAGE_LIMIT,
+  type PeerStats,
+  registerTransport,
+  type Transport,
+  TRANSPORT_HOOKS,
+} from "../core/channel";
 import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, ChannelExistsError, ChannelRoleError, MessageTooLargeError, PsyneError } from "../core/errors";
@@ -728,6 +738,7 @@ export class StreamTransport implements Transport {
   #releaseScheduled = false;
   #ackTimer: ReturnType<typeof setTimeout> | null = null;
   #ackBytes = 0;
+  #messageLimit = Number.POSITIVE_INFINITY; // the smallest peer's largest message
 
   constructor(scheme: "tcp" | "unix", uri: string, address: string, options: ChannelOptions) {
     this.uri = uri;
@@ -1313,6 +1324,12 @@ export class StreamTransport implements Transport {
       }
     }
     if (sends(mode, this.side)) {
+      // a message the peer's ring cannot hold is MessageTooLargeError at send from now on
+      const limit = connection.peerCapacity - layout.REC_HEADER;
+      if (limit < this.#messageLimit) {
+        this.#messageLimit = limit;
+        this.#tx![MESSAGE_LIMIT](limit);
+      }
       const outbound = peer.outbound ?? this.#outbound!;
       outbound.peer = peer;
       connection.outbound = outbound;

@@ -233,9 +233,31 @@ describe("stats()", () => {
     expect(l.peers![0]!.connectedSince).toBeInstanceOf(Date);
     expect(c.peers![0]).toMatchObject({ state: "connected", messagesOut: 5, address: uri.slice("tcp://".length) });
     expect(c.peers![0]!.bytesOut).toBeGreaterThan(5 * 5);
-    connector.close();
-    await Bun.sleep(50);
-    expect(listener.stats().peers![0]!.state).toBe("away");
+    connector.close(); // says goodbye: gone at once, not away
+    for (let i = 0; i < 100 && listener.stats().peers![0]!.state === "connected"; i++) await Bun.sleep(5);
+    expect(listener.stats().peers![0]!.state).toBe("gone");
     listener.close();
   });
 });
+
+describe("peerTimeout", () => {
+  test("BROADCAST: a subscriber that vanished holds the producer back until peerTimeout, then stats() reports it gone and sending goes on", async () => {
+    const producer = createChannel("tcp://127.0.0.1:0", { listen: true, mode: "BROADCAST", bufferSize: 8192, peerTimeout: 400 });
+    const address = producer.stats().listening!;
+    const subscriber = spawnPeer({ uri: `tcp://${address}`, role: "consume", count: 1_000_000, seed: 1, maxSize: 10, ready: true, slowMs: 100_000, options: {} });
+    expect(await stdoutLine(subscriber, 0)).toBe('{"ready":true}');
+    subscriber.kill("SIGKILL");
+    await subscriber.exited;
+    const started = performance.now();
+    let sent = 0;
+    while (performance.now() - started < 5000) {
+      await producer.sendAsync(new Uint8Array(1000), { timeout: 5000 }); // waits while the ring is full
+      if (++sent === 40) break; // five rings' worth
+    }
+    expect(sent).toBe(40);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(300); // it was held back until the peer was given up
+    expect(producer.stats().peers![0]!.state).toBe("gone");
+    producer.close();
+  });
+});
+

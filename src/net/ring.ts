@@ -90,11 +90,26 @@ export class RingPort {
   released(): number {
     return lib.psy_released_position(this.#handle!);
   }
+  /**
+   * Where the ring's consumer has taken up to (a single consumer): past what it released, the
+   * message it holds now (a consumer that closes is done with it).
+   */
+  taken(): number {
+    const released = this.released();
+    const owner = this.#view.getUint32(layout.OFF_CONSUMER_OWNER, true);
+    if (owner === 0 || owner > layout.MAX_SLOTS) return released;
+    const taken = this.#low52(layout.OFF_SLOTS + (owner - 1) * layout.SLOT_SIZE + layout.SLOT_TAKEN_POS);
+    const ahead = taken - released < 0 ? taken - released + 2 ** 52 : taken - released;
+    return ahead <= this.capacity ? taken : released;
+  }
+
+  #low52(offset: number): number {
+    return (this.#view.getUint32(offset + 4, true) & 0xfffff) * 2 ** 32 + this.#view.getUint32(offset, true);
+  }
+
   /** The ring's published tail (a position's low 52 bits): the end of everything committed. */
   tail(): number {
-    const low = this.#view.getUint32(layout.OFF_TAIL, true);
-    const high = this.#view.getUint32(layout.OFF_TAIL + 4, true) & 0xfffff;
-    return high * 2 ** 32 + low;
+    return this.#low52(layout.OFF_TAIL);
   }
   /** The payload length of the record at `position` (committed, or skipped), read from its header. */
   lengthAt(position: number): number {

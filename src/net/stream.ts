@@ -326,6 +326,7 @@ class Connection {
   bytesIn = 0;
   bytesOut = 0;
   duplicates = 0;
+  bye = false;
   readonly nonce = randomId();
   readonly address: string;
   #peerHello: Hello | null = null;
@@ -621,7 +622,10 @@ class Connection {
       this.outbound.onAck(s);
       return b;
     }
-    if (kind === FrameKind.BYE) return b;
+    if (kind === FrameKind.BYE) {
+      this.bye = true; // the peer closed its channel: it will not be back
+      return b;
+    }
     return this.fail("protocol", `unknown frame kind ${kind}`);
   }
 
@@ -947,7 +951,7 @@ export class StreamTransport implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.rxPort !== null && !this.rxPort.closed) this.#acknowledge(true); // the last acknowledgements
+    if (this.rxPort !== null && !this.rxPort.closed) this.#acknowledge(true, true); // the last acknowledgements, the message in hand too
     for (const connection of [...this.#connections]) {
       if (connection.state === "open") connection.write(frame(FrameKind.BYE, 0, 0), false);
       connection.state = "closed";
@@ -1011,12 +1015,12 @@ export class StreamTransport implements Transport {
    * the ring was released since the last one (or `now`), else within ACK_DELAY_MS, so many releases
    * share one.
    */
-  #acknowledge(now: boolean): void {
+  #acknowledge(now: boolean, closing = false): void {
     if (this.#ackTimer !== null && now) {
       clearTimeout(this.#ackTimer);
       this.#ackTimer = null;
     }
-    const released = this.rxPort!.released();
+    const released = closing ? this.rxPort!.taken() : this.rxPort!.released();
     let later = false;
     for (const inbound of this.#inbounds.values()) {
       inbound.advance(released);
@@ -1286,7 +1290,7 @@ export class StreamTransport implements Transport {
     const session = hex(body.subarray(0, 16));
     let peer = this.#peers.get(session);
     if (peer === undefined) {
-      for (const old of this.#peers.values()) this.#forget(old); // the listener restarted: a new peer
+      for (const old of this.#peers.values()) this.#forget(old, "the listener restarted"); // a new peer
       peer = new Peer(session, connection.address);
       this.#peers.set(session, peer);
     }
@@ -1364,7 +1368,8 @@ export class StreamTransport implements Transport {
       peer.bytesIn += connection.bytesIn;
       peer.bytesOut += connection.bytesOut;
       peer.awaySince = Date.now();
-      if (!this.#closed) peer.cancelAway = this.#awayTimer(peer);
+      if (connection.bye) this.#forget(peer, "it closed its channel");
+      else if (!this.#closed) peer.cancelAway = this.#awayTimer(peer);
     }
     if (this.#closed) return;
     if (wasOpen) debug(this.uri, `lost ${connection.address}`);
@@ -1382,11 +1387,11 @@ export class StreamTransport implements Transport {
     return () => clearTimeout(timer);
   }
 
-  #forget(peer: Peer): void {
+  #forget(peer: Peer, why = `away longer than ${this.#peerTimeout} ms`): void {
     if (peer.connection !== null || peer.gone) return;
     peer.cancelAway?.();
     peer.gone = true;
-    debug(this.uri, `peer ${peer.address} is gone (away longer than ${this.#peerTimeout} ms)`);
+    debug(this.uri, `peer ${peer.address} is gone (${why})`);
     if (peer.outbound) {
       peer.outbound.close();
       peer.outbound = null;

@@ -189,6 +189,9 @@ const PRIVATE = 0x100;
 /** Internal: a transport's notifications from its local rings (see Channel[TRANSPORT_HOOKS]). */
 export const TRANSPORT_HOOKS = Symbol("psyne.transportHooks");
 
+/** Internal: a transport wakes the waits parked on one of its local rings (see Channel[WAKE]). */
+export const WAKE = Symbol("psyne.wake");
+
 /** Internal: a transport lowers the largest message its local send ring takes (a udp datagram, a peer's smaller ring). */
 export const MESSAGE_LIMIT = Symbol("psyne.messageLimit");
 
@@ -226,6 +229,7 @@ export class Channel implements MessageChannel {
   // published messages, and after it may have freed space (released a message)
   #afterSend: (() => void) | null = null;
   #afterRelease: (() => void) | null = null;
+  #spins = true; // see #spin
   #buffer: ArrayBuffer;
   #maxMessage = 0; // the largest payload a message may have: the ring's, or less (MESSAGE_LIMIT)
   #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
@@ -345,6 +349,24 @@ export class Channel implements MessageChannel {
   [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
     this.#afterSend = afterSend;
     this.#afterRelease = afterRelease;
+    this.#spins = false;
+  }
+
+  /**
+   * Internal: a transport's pump, on this thread, just changed this ring (a message arrived, room
+   * was freed): let the parked waits try now rather than when the waiter thread's wake-up comes
+   * round through the event loop (tens of microseconds later).
+   */
+  [WAKE](kind: WaitKind): void {
+    this.#parking?.wake(kind);
+  }
+
+  /**
+   * spin() before parking, except on a transport's local ring: what a wait there waits for is
+   * done by the pump on this very thread, which a spin would only hold up.
+   */
+  #spin<T>(attempt: () => T | null): T | null {
+    return this.#spins ? spin(attempt) : null;
   }
 
   /**
@@ -430,7 +452,7 @@ export class Channel implements MessageChannel {
     if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     const attempt = (): M | null => this.#tryAlloc(type, length);
     if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
-      const message = attempt() ?? spin(attempt);
+      const message = attempt() ?? this.#spin(attempt);
       if (message) return message;
     }
     const got = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
@@ -474,7 +496,7 @@ export class Channel implements MessageChannel {
         throw error;
       }
     };
-    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || spin(attempt))) return;
+    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || this.#spin(attempt))) return;
     if (await this.#park().wait(WaitKind.Space, size, attempt, { timeout, signal })) return;
     this.#open();
     throw this.#fullError(size, `still full after ${timeout} ms`);
@@ -492,7 +514,7 @@ export class Channel implements MessageChannel {
     const handle = this.#open();
     if (signal?.aborted) throw signal.reason;
     const attempt = (): true | null => (lib.psy_unflushed(handle) === 0 ? true : null);
-    if (attempt() || spin(attempt)) return;
+    if (attempt() || this.#spin(attempt)) return;
     if (await this.#park().wait(WaitKind.Flushed, 0, attempt, { timeout, signal })) return;
     this.#open();
     throw new PsyneError(
@@ -844,7 +866,7 @@ export class Channel implements MessageChannel {
     if (signal?.aborted) throw signal.reason;
     this.#receiving = "recv()";
     try {
-      const message = this.#receive(type) ?? spin(() => this.#receive(type)); // after a short spin, park
+      const message = this.#receive(type) ?? this.#spin(() => this.#receive(type)); // after a short spin, park
       if (message) return message;
       return await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), { timeout, signal });
     } finally {
@@ -881,7 +903,7 @@ export class Channel implements MessageChannel {
         try {
           message =
             (this.#receive(type) as M | null) ??
-            (spin(() => this.#receive(type)) as M | null) ??
+            (this.#spin(() => this.#receive(type)) as M | null) ??
             ((await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), options)) as M | null);
         } catch (error) {
           if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;

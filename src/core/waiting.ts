@@ -175,6 +175,11 @@ export class Parking {
     this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
   }
 
+  /** The ring changed on this thread (a transport's pump): parked operations of `kind` try now. */
+  wake(kind: WaitKind): void {
+    if (this.#queues[kind].length > 0 && !this.#waking) this.#wake(kind);
+  }
+
   /** Parked operations of a kind (the waiting sends and allocations, for the order of later ones). */
   pending(kind: WaitKind): number {
     return this.#queues[kind].length;

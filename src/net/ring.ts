@@ -10,6 +10,12 @@ import { layout } from "../core/layout";
 import { randomId, hex } from "./wire";
 
 const PRIVATE = 0x100; // psyne.h PSY_OPEN_PRIVATE
+// layout constants used per message, read once (each `layout.X` is a table lookup through a Proxy)
+export const REC_HEADER = layout.REC_HEADER;
+const REC_ALIGN = layout.REC_ALIGN;
+const RING_OFFSET = layout.RING_OFFSET;
+const REC_LENGTH = layout.REC_LENGTH;
+const OFF_TAIL = layout.OFF_TAIL;
 const ATTACH = 2; // psyne.h PSY_ATTACH
 
 /**
@@ -32,6 +38,8 @@ export class RingPort {
   #view: DataView;
   #polledBuffer: ArrayBuffer;
   #polled: Uint32Array; // psy_polled_record: index, length, type, span
+  #claimedBuffer: ArrayBuffer;
+  #claimed: Uint32Array; // psy_claimed(): the last claim's first index, length, type, span per record
 
   /** A second handle on the private ring of `channel`, taking `role` at once. */
   constructor(channel: Channel, role: "producer" | "consumer") {
@@ -51,7 +59,9 @@ export class RingPort {
     this.#view = new DataView(this.#buffer);
     this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
     this.#polled = new Uint32Array(this.#polledBuffer);
-    this.payloadBase = layout.RING_OFFSET + layout.REC_HEADER;
+    this.#claimedBuffer = toArrayBuffer(lib.psy_claimed(handle)!, 0, 16);
+    this.#claimed = new Uint32Array(this.#claimedBuffer);
+    this.payloadBase = RING_OFFSET + REC_HEADER;
   }
 
   get closed(): boolean {
@@ -72,6 +82,10 @@ export class RingPort {
   }
   get type(): number {
     return this.#polled[2]!;
+  }
+  /** Bytes the record next() returned occupies in the ring. */
+  get span(): number {
+    return this.#polled[3]!;
   }
   /** Where the record next() returned ends (a position's low 52 bits). */
   end(): number {
@@ -109,11 +123,11 @@ export class RingPort {
 
   /** The ring's published tail (a position's low 52 bits): the end of everything committed. */
   tail(): number {
-    return this.#low52(layout.OFF_TAIL);
+    return this.#low52(OFF_TAIL);
   }
   /** The payload length of the record at `position` (committed, or skipped), read from its header. */
   lengthAt(position: number): number {
-    return this.#view.getUint32(layout.RING_OFFSET + (position % this.capacity) + layout.REC_LENGTH, true);
+    return this.#view.getUint32(RING_OFFSET + (position % this.capacity) + REC_LENGTH, true);
   }
 
   // ---- producer ------------------------------------------------------------------------------
@@ -125,6 +139,24 @@ export class RingPort {
     if (index === NativeCode.FULL) return -1;
     throw fromNative(index, lastError());
   }
+  /**
+   * Claims up to `count` records of `length` bytes back to back: how many it got (0 when full).
+   * The first one's payload is at claimedAt, each next one claimedSpan bytes further; commit(claimedAt)
+   * publishes them all.
+   */
+  claimBatch(count: number, length: number, type: number): number {
+    const got = lib.psy_claim_batch(this.#handle!, count, length, type);
+    if (got >= 0) return got;
+    if (got === NativeCode.FULL) return 0;
+    throw fromNative(got, lastError());
+  }
+  get claimedAt(): number {
+    return this.payloadBase + this.#claimed[0]!;
+  }
+  get claimedSpan(): number {
+    return this.#claimed[3]!;
+  }
+
   commit(payloadOffset: number): void {
     const rc = lib.psy_commit(this.#handle!, payloadOffset - this.payloadBase);
     if (rc < 0) throw fromNative(rc, lastError());
@@ -137,10 +169,11 @@ export class RingPort {
     // detach the views first: a view over unmapped memory would crash the process
     this.#buffer.transfer(0);
     this.#polledBuffer.transfer(0);
+    this.#claimedBuffer.transfer(0);
     lib.psy_close(handle);
   }
 }
 
 /** Bytes a record of `length` payload bytes occupies in a ring. */
 export const recordSpan = (length: number): number =>
-  (layout.REC_HEADER + length + layout.REC_ALIGN - 1) & ~(layout.REC_ALIGN - 1);
+  (REC_HEADER + length + REC_ALIGN - 1) & ~(REC_ALIGN - 1);

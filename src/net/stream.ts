@@ -23,14 +23,15 @@ import {
   registerTransport,
   type Transport,
   TRANSPORT_HOOKS,
+  WAKE,
 } from "../core/channel";
 import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, ChannelExistsError, ChannelRoleError, MessageTooLargeError, PsyneError } from "../core/errors";
 import { layout } from "../core/layout";
-import { setLongTimeout, type WaitOptions } from "../core/waiting";
+import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
 import { checkDirectMode, checkMillis, clearStaleSocket, type Endpoint, parseEndpoint, warnIfExposed } from "./address";
-import { openLocalRing, RingPort, recordSpan } from "./ring";
+import { openLocalRing, REC_HEADER, RingPort, recordSpan } from "./ring";
 import {
   ACCEPT_BYTES,
   ADOPT_MODE,
@@ -62,6 +63,8 @@ import {
 
 /** A connection that has not finished its handshake by then is closed. */
 const HANDSHAKE_MS = 3000;
+/** Most message frames the receive pump claims and commits at once. */
+const RUN_MAX = 256;
 /** Bytes of frames the send pump gathers into one socket write. */
 const BATCH_BYTES = 128 * 1024;
 /** An acknowledgement waits at most this long for more releases to share it. */
@@ -86,12 +89,16 @@ type Side = "listener" | "connector";
 const sends = (mode: ChannelMode, side: Side): boolean => mode === "SPSC" || (mode === "MPSC" ? side === "connector" : side === "listener");
 const receives = (mode: ChannelMode, side: Side): boolean => mode === "SPSC" || (mode === "MPSC" ? side === "listener" : side === "connector");
 
-/** Copies `length` bytes; a loop for small messages (no subarray object per message). */
-function copyBytes(src: Uint8Array, from: number, length: number, dst: Uint8Array, to: number): void {
-  if (length <= 64) {
+// Native memcpy over two ranges without making subarrays (which cost about 35 ns each): about 12 ns
+// for a small message, against 30 ns for a byte loop at 64 B
+const nativeCopy = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
+
+/** Copies `length` bytes of `src` at `from` into `dst` at `to`. */
+export function copyBytes(src: Uint8Array, from: number, length: number, dst: Uint8Array, to: number): void {
+  if (length <= 16) {
     for (let i = 0; i < length; i++) dst[to + i] = src[from + i]!;
   } else {
-    dst.set(src.subarray(from, from + length), to);
+    nativeCopy.call(src, dst, to, from, from + length);
   }
 }
 
@@ -215,10 +222,12 @@ class Outbound {
     const tail = port.tail(); // nothing is committed while this runs: the user is on this thread
     if (tail === this.sentEnd) return;
     const window = connection.peerCapacity;
-    const maxMessage = window - layout.REC_HEADER;
+    const maxMessage = window - REC_HEADER;
     const out = connection.batch();
     const view = connection.batchView!;
     const ring = port.bytes;
+    const payloadBase = port.payloadBase;
+    const capacity = port.capacity;
     const peer = this.peer ?? connection.peer!;
     let w = 0;
     let atEnd = false;
@@ -237,7 +246,8 @@ class Outbound {
         break;
       }
       const length = port.length;
-      this.sentEnd = port.end();
+      // where it ends: right after the last one, unless skipped records lay between (then ask)
+      this.sentEnd = at - payloadBase === this.sentEnd % capacity ? positionAdd(this.sentEnd, port.span) : port.end();
       if (length > maxMessage) {
         this.transport.tooLarge(length, maxMessage);
         continue; // dropped: it can never reach that peer
@@ -340,6 +350,7 @@ class Connection {
   #partialBuffer: Uint8Array | null = null;
   #blocked: { type: number; seq: number; body: Uint8Array } | null = null;
   #pending: Uint8Array[] = [];
+  #woken = false; // this chunk's first message woke the consumer
   // the send side
   #queue: Uint8Array[] = [];
   #batch: Uint8Array | null = null;
@@ -542,6 +553,7 @@ class Connection {
   // ---- the receive pump ----------------------------------------------------------------------------
 
   #consume(chunk: Uint8Array): void {
+    this.#woken = false;
     try {
       this.#consumeFrames(chunk);
     } finally {
@@ -577,7 +589,15 @@ class Connection {
       if (p < 0) return;
     }
     const view = new DataView(chunk.buffer, chunk.byteOffset, n);
+    const receiving = this.inbound !== null;
     while (n - p >= FRAME_HEADER) {
+      if (receiving && view.getUint32(p + 4, true) === FrameKind.MSG) {
+        const next = this.#run(view, chunk, p);
+        if (next > 0) {
+          p = next;
+          continue;
+        }
+      }
       p = this.#frame(view, p, chunk, p + FRAME_HEADER);
       if (p < 0) return;
     }
@@ -629,6 +649,48 @@ class Connection {
     return this.fail("protocol", `unknown frame kind ${kind}`);
   }
 
+  /**
+   * The fast path for a run of whole message frames in this chunk with the same length and type
+   * and consecutive new sequence numbers (what sendBatch makes): one claim and one commit for them
+   * all. Returns where the next frame starts, or 0 to take the frame at `p` the careful way.
+   */
+  #run(view: DataView, chunk: Uint8Array, p: number): number {
+    const length = view.getUint32(p, true);
+    const stride = FRAME_HEADER + length;
+    const n = chunk.byteLength;
+    if (p + 2 * stride > n || length > this.transport.maxMessage) return 0;
+    const type = view.getUint32(p + 8, true);
+    const seq = view.getUint32(p + 12, true);
+    const inbound = this.inbound!;
+    if (inbound.known && seq !== nextSeq(inbound.lastSeq)) return 0; // a duplicate or a gap
+    let count = 1;
+    for (let q = p + stride; count < RUN_MAX && q + stride <= n; q += stride, count++) {
+      if (view.getUint32(q, true) !== length || view.getUint32(q + 4, true) !== FrameKind.MSG) break;
+      if (view.getUint32(q + 8, true) !== type || view.getUint32(q + 12, true) !== ((seq + count) >>> 0)) break;
+    }
+    if (count < 2) return 0;
+    const t = this.transport;
+    const port = t.rxPort!;
+    const got = port.claimBatch(count, length, type);
+    if (got === 0) return 0;
+    const ring = port.bytes;
+    const first = port.claimedAt;
+    const span = port.claimedSpan;
+    for (let i = 0; i < got; i++) copyBytes(chunk, p + i * stride + FRAME_HEADER, length, ring, first + i * span);
+    port.commit(first);
+    if (!this.#woken) {
+      this.#woken = true;
+      t.delivered();
+    }
+    t.rxEnd = positionAdd(t.rxEnd, got * span);
+    inbound.known = true;
+    inbound.lastSeq = (seq + got - 1) >>> 0;
+    inbound.lastEnd = t.rxEnd;
+    inbound.marked = false;
+    this.peer!.messagesIn += got;
+    return p + got * stride;
+  }
+
   /** Into the receive ring, unless the stream delivered it already; false when the ring is full. */
   #deliver(type: number, seq: number, source: Uint8Array, from: number, length: number): boolean {
     const inbound = this.inbound!;
@@ -642,6 +704,12 @@ class Connection {
     if (at < 0) return false;
     copyBytes(source, from, length, port.bytes, at);
     port.commit(at);
+    if (!this.#woken) {
+      // a parked recv() takes the first message now and stops waiting in the kernel, so the commits
+      // of the rest of this chunk wake no waiter thread
+      this.#woken = true;
+      t.delivered();
+    }
     t.rxEnd = positionAdd(t.rxEnd, recordSpan(length));
     if (inbound.known && seq !== nextSeq(inbound.lastSeq)) debug(t.uri, `stream from ${this.address}: sequence ${seq} after ${inbound.lastSeq} (messages missing)`);
     inbound.known = true;
@@ -664,9 +732,10 @@ class Connection {
   unblock(): void {
     const blocked = this.#blocked;
     if (blocked === null || this.state !== "open") return;
+    this.#woken = false;
     const delivered = this.#deliver(blocked.type, blocked.seq, blocked.body, 0, blocked.body.byteLength);
-    this.inbound?.mark();
     if (!delivered) return;
+    this.inbound?.mark();
     this.#blocked = null;
     while (this.#pending.length > 0 && this.#blocked === null && this.state === "open") this.#consume(this.#pending.shift()!);
     if (this.#blocked === null) {
@@ -786,7 +855,7 @@ export class StreamTransport implements Transport {
   }
   /** The largest message this end's receive ring takes. */
   get maxMessage(): number {
-    return (this.rxPort?.capacity ?? 0) - layout.REC_HEADER;
+    return (this.rxPort?.capacity ?? 0) - REC_HEADER;
   }
 
   #checkRole(mode: ChannelMode, role: "producer" | "consumer"): void {
@@ -1042,8 +1111,14 @@ export class StreamTransport implements Transport {
     }
   }
 
+  /** Messages arrived in the receive ring: a parked recv() takes them now. */
+  delivered(): void {
+    this.#rx?.[WAKE](WaitKind.Data);
+  }
+
   /** An Outbound freed records: flushes may be done, and there may be room to send more. */
   onFreed(outbound: Outbound): void {
+    this.#tx?.[WAKE](WaitKind.Space);
     if (this.#flushWaiters.length > 0) this.#check(this.#flushWaiters);
     if (outbound.connection !== null && !this.#pumpScheduled) {
       this.#pumpScheduled = true;
@@ -1329,7 +1404,7 @@ export class StreamTransport implements Transport {
     }
     if (sends(mode, this.side)) {
       // a message the peer's ring cannot hold is MessageTooLargeError at send from now on
-      const limit = connection.peerCapacity - layout.REC_HEADER;
+      const limit = connection.peerCapacity - REC_HEADER;
       if (limit < this.#messageLimit) {
         this.#messageLimit = limit;
         this.#tx![MESSAGE_LIMIT](limit);

@@ -16,14 +16,26 @@
 // delivered and the gap counted in stats().lost; one that arrives after a later one is dropped and
 // counted in stats().reordered (so a datagram counted lost may show up later as reordered). With no
 // SO_REUSEADDR in Bun.udpSocket, one receiver per host and port.
-import { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, MESSAGE_LIMIT, type PeerStats, registerTransport, type Transport, TRANSPORT_HOOKS } from "../core/channel";
+import {
+  type Channel,
+  ChannelMode,
+  type ChannelOptions,
+  type ChannelStats,
+  MESSAGE_LIMIT,
+  type PeerStats,
+  registerTransport,
+  type Transport,
+  TRANSPORT_HOOKS,
+  WAKE,
+} from "../core/channel";
 import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { PsyneError, ChannelRoleError } from "../core/errors";
 import { layout } from "../core/layout";
-import { setLongTimeout, type WaitOptions } from "../core/waiting";
+import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
 import { checkDirectMode, type Endpoint, parseEndpoint } from "./address";
-import { openLocalRing, RingPort } from "./ring";
+import { openLocalRing, REC_HEADER, RingPort } from "./ring";
+import { copyBytes } from "./stream";
 import { nextSeq, randomId } from "./wire";
 
 export const DATAGRAM_MAGIC = 0x44595350; // "PSYD" read as a little-endian u32
@@ -191,7 +203,7 @@ class UdpTransport implements Transport {
         this.#seq = nextSeq(this.#seq);
         view.setUint32(w + 12, this.#seq, true);
         view.setUint32(w + 16, port.type, true);
-        batch.set(ring.subarray(at, at + length), w + DATAGRAM_HEADER);
+        copyBytes(ring, at, length, batch, w + DATAGRAM_HEADER);
         datagrams.push(batch.subarray(w, w + DATAGRAM_HEADER + length));
         ends.push(port.end());
         w += DATAGRAM_HEADER + length;
@@ -233,7 +245,7 @@ class UdpTransport implements Transport {
     const seq = view.getUint32(12, true);
     const type = view.getUint32(16, true);
     const length = data.byteLength - DATAGRAM_HEADER;
-    if (length > this.bufferSize - layout.REC_HEADER) return count("larger than the ring");
+    if (length > this.bufferSize - REC_HEADER) return count("larger than the ring");
     let sender = this.#senders.get(id);
     if (sender === undefined) {
       if (this.#senders.size >= MAX_SENDERS) this.#senders.delete(this.#senders.keys().next().value!);
@@ -250,8 +262,9 @@ class UdpTransport implements Transport {
     sender.last = seq;
     const at = this.#port.claim(length, type);
     if (at < 0) return count("ring full");
-    this.#port.bytes.set(data.subarray(DATAGRAM_HEADER), at);
+    copyBytes(data, DATAGRAM_HEADER, length, this.#port.bytes, at);
     this.#port.commit(at);
+    this.#ring[WAKE](WaitKind.Data); // a parked recv() takes it now
     sender.messages++;
     sender.bytes += data.byteLength;
   }

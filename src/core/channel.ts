@@ -349,7 +349,7 @@ export class Channel implements MessageChannel {
   [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
     this.#afterSend = afterSend;
     this.#afterRelease = afterRelease;
-    this.#spins = false;
+    this.#spins = false; // and its waits are woken by the pump (WAKE), not by a waiter thread
   }
 
   /**
@@ -436,7 +436,7 @@ export class Channel implements MessageChannel {
   }
 
   #park(): Parking {
-    this.#parking ??= new Parking(this.#open());
+    this.#parking ??= new Parking(this.#open(), !this.#spins); // a transport's ring: woken by its pump (WAKE)
     return this.#parking;
   }
 

@@ -79,7 +79,15 @@ export class Parking {
   #closed = false;
   #waking = false; // in #wake, which arms again when it is done
 
-  constructor(handle: Handle) {
+  /**
+   * `pumped`: a transport's local ring, which nobody but this thread changes (its pump calls
+   * wake() after each change): waits need no waiter thread, whose wake-ups would only cost
+   * futex calls and a thread switch per message.
+   */
+  constructor(
+    handle: Handle,
+    readonly pumped = false,
+  ) {
     this.#handle = handle;
   }
 
@@ -159,6 +167,10 @@ export class Parking {
   #arm(kind: WaitKind): void {
     const queue = this.#queues[kind];
     if (!queue.length || this.#closed) return;
+    if (this.pumped) {
+      this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
+      return;
+    }
     if (!this.#started[kind]) {
       this.#callback ??= new JSCallback((k: number) => this.#wake(k as WaitKind), {
         args: [FFIType.i32],

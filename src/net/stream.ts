@@ -80,6 +80,12 @@ const GONE_PEERS_KEPT = 32;
  * can prove they detect lost messages. Never set it otherwise.
  */
 const RESEND = process.env.PSYNE_TEST_NO_RESEND !== "1";
+/**
+ * Benchmark-only, read by this transport alone: PSYNE_BENCH_NO_ACK=1 frees what was sent as soon as
+ * the socket took it and sends no acknowledgements (what a raw socket does), so bench/net.ts can
+ * show what acknowledgements cost. Nothing survives a reconnect then. Never set it otherwise.
+ */
+const ACKS = process.env.PSYNE_BENCH_NO_ACK !== "1";
 
 const modeIds: Record<ChannelMode, number> = { SPSC: 0, MPSC: 1, SPMC: 2, MPMC: 3, BROADCAST: 4 };
 const modeNames = Object.keys(modeIds) as ChannelMode[];
@@ -204,7 +210,7 @@ class Outbound {
 
   /** Records read up to `end`, the last with sequence number `seq`: freed once the peer acknowledges `seq`. */
   #checkpoint(seq: number, end: number): void {
-    if (seqAtMost(seq, this.ackedSeq) || (this.#peerAck !== 0 && seqAtMost(seq, this.#peerAck))) {
+    if (!ACKS || seqAtMost(seq, this.ackedSeq) || (this.#peerAck !== 0 && seqAtMost(seq, this.#peerAck))) {
       // only records that need no acknowledgement (skipped, dropped), or already acknowledged
       this.ackedSeq = seq;
       this.#free(end);
@@ -1085,6 +1091,7 @@ export class StreamTransport implements Transport {
    * share one.
    */
   #acknowledge(now: boolean, closing = false): void {
+    if (!ACKS) return;
     if (this.#ackTimer !== null && now) {
       clearTimeout(this.#ackTimer);
       this.#ackTimer = null;
@@ -1468,8 +1475,9 @@ export class StreamTransport implements Transport {
     peer.gone = true;
     debug(this.uri, `peer ${peer.address} is gone (${why})`);
     if (peer.outbound) {
-      peer.outbound.close();
+      peer.outbound.close(); // its subscriber handle no longer holds the producer back
       peer.outbound = null;
+      this.#tx?.[WAKE](WaitKind.Space);
     }
     this.#peers.delete(peer.session);
     this.#gone.push(peer);

@@ -228,6 +228,7 @@ class UdpTransport implements Transport {
   #release(end: number): void {
     this.#port.releaseTo(end);
     this.#sentEnd = end;
+    this.#ring[WAKE](WaitKind.Space); // a parked sendAsync() finds room now
   }
 
   // ---- receiving -------------------------------------------------------------------------------

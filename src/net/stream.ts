@@ -65,6 +65,8 @@ import {
 const HANDSHAKE_MS = 3000;
 /** Most message frames the receive pump claims and commits at once. */
 const RUN_MAX = 256;
+/** A message this large goes to the socket straight from the ring, not copied into a batch. */
+const DIRECT_BYTES = 32 * 1024;
 /** Bytes of frames the send pump gathers into one socket write. */
 const BATCH_BYTES = 128 * 1024;
 /** An acknowledgement waits at most this long for more releases to share it. */
@@ -262,11 +264,11 @@ class Outbound {
       if (seqAtMost(seq, this.#highest) && this.#highest !== 0) peer.resends++;
       else this.#highest = seq;
       messages++;
-      if (w + FRAME_HEADER + length > out.length) {
+      if (w + FRAME_HEADER + length > out.length || length >= DIRECT_BYTES) {
         if (w > 0) connection.write(out.subarray(0, w), true);
         w = 0;
-        if (FRAME_HEADER + length > out.length) {
-          // larger than a batch: its header, then the payload straight from the ring (it stays there until acknowledged)
+        if (length >= DIRECT_BYTES) {
+          // a large one: its header, then the payload straight from the ring (it stays there until acknowledged)
           writeHeader(view, 0, length, FrameKind.MSG, port.type, seq);
           connection.write(out.subarray(0, FRAME_HEADER), true);
           connection.write(ring.subarray(at, at + length), false);
@@ -410,6 +412,7 @@ class Connection {
       this.#queue.shift();
     }
     this.outbound?.pump();
+    if (!ACKS && this.outbound) this.transport.onFreed(this.outbound);
   }
 
   /** Closes this connection for bad input or a broken promise of the peer; the channel carries on. */
@@ -936,7 +939,8 @@ export class StreamTransport implements Transport {
     const outbounds = this.#outbounds();
     if (outbounds.length === 0) return Promise.resolve(); // BROADCAST with no subscriber: nothing is kept
     const target = outbounds[0]!.port.tail();
-    const done = () => this.#outbounds().every((o) => positionReached(o.ackedPos, target));
+    // (without acknowledgements, a benchmark's mode: once the socket took it all)
+    const done = () => this.#outbounds().every((o) => positionReached(o.ackedPos, target) && (ACKS || o.connection === null || o.connection.writable));
     return this.#wait(this.#flushWaiters, done, options, "flush()", () => {
       const left = this.#outbounds().reduce((most, o) => Math.max(most, positionDiff(target, o.ackedPos)), 0);
       return `the peer has not acknowledged the last ${left} bytes`;

@@ -271,7 +271,8 @@ class Outbound {
           // a large one: its header, then the payload straight from the ring (it stays there until acknowledged)
           writeHeader(view, 0, length, FrameKind.MSG, port.type, seq);
           connection.write(out.subarray(0, FRAME_HEADER), true);
-          connection.write(ring.subarray(at, at + length), false);
+          // (without acknowledgements the record is freed at once: what the socket did not take is copied)
+          connection.write(ring.subarray(at, at + length), !ACKS);
           continue;
         }
       }
@@ -415,12 +416,16 @@ class Connection {
     if (!ACKS && this.outbound) this.transport.onFreed(this.outbound);
   }
 
-  /** Closes this connection for bad input or a broken promise of the peer; the channel carries on. */
-  fail(reason: string, detail: string): -1 {
+  /**
+   * Closes this connection for bad input or a broken promise of the peer (reset at once), or after
+   * a refusal (`graceful`: what was written, the reason, reaches the peer first); the channel carries on.
+   */
+  fail(reason: string, detail: string, graceful = false): -1 {
     if (this.state === "closed") return -1;
     debug(this.transport.uri, `closing the connection ${this.address}: ${detail}`);
     this.transport.countError(reason);
-    this.socket.terminate();
+    if (graceful) this.socket.end();
+    else this.socket.terminate();
     this.onClose();
     return -1;
   }
@@ -473,7 +478,7 @@ class Connection {
           } else {
             this.transport.fatal(new PsyneError("PROTOCOL", `${this.transport.uri}: the listener speaks psyne protocol version ${version}, this process ${VERSION}`));
           }
-          this.fail("version", `protocol version ${version}, not ${VERSION}`);
+          this.fail("version", `protocol version ${version}, not ${VERSION}`, this.side === "listener");
           return;
         }
         input = input.subarray(PREAMBLE_BYTES);
@@ -1298,7 +1303,7 @@ export class StreamTransport implements Transport {
       this.#refusedCount++;
       debug(this.uri, `refused ${connection.address}: ${reason}`);
       connection.write(frame(FrameKind.REFUSE, code, 0, utf8(reason)), false);
-      connection.fail("refused", reason);
+      connection.fail("refused", reason, true);
     };
     const token = this.token;
     if (token !== null && !proofMatches(proof(token, "connector", connection.nonce, hello.nonce), connectorProof))
@@ -1484,6 +1489,8 @@ export class StreamTransport implements Transport {
       this.#tx?.[WAKE](WaitKind.Space);
     }
     this.#peers.delete(peer.session);
+    for (const [stream, inbound] of this.#inbounds)
+      if (inbound.peer === peer && inbound.connection === null && inbound.cpSeq.length === 0) this.#inbounds.delete(stream);
     this.#gone.push(peer);
     if (this.#gone.length > GONE_PEERS_KEPT) this.#gone.shift();
     this.#check(this.#flushWaiters);

@@ -101,6 +101,20 @@ describe("URIs, modes and roles", () => {
     listener.close();
   });
 
+  test("BROADCAST: what is published while no subscriber is connected is dropped; a subscriber gets what follows its ready()", async () => {
+    const { channel: publisher, uri } = listen({ mode: "BROADCAST" });
+    for (let i = 0; i < 3; i++) publisher.send(`nobody hears ${i}`);
+    await publisher.flush({ timeout: 1000 }); // no subscriber: nothing to wait for
+    const subscriber = createChannel(uri);
+    await subscriber.ready({ timeout: 5000 });
+    publisher.send("after ready");
+    expect((await subscriber.recv(undefined, { timeout: 5000 }))?.text()).toBe("after ready");
+    subscriber.receive(); // releases it
+    await publisher.flush({ timeout: 5000 });
+    subscriber.close();
+    publisher.close();
+  });
+
   test("a second listener on the same port is ChannelExistsError", () => {
     const { channel: listener, uri } = listen();
     expect(() => createChannel(uri, { listen: true })).toThrow(ChannelExistsError);

@@ -7,8 +7,9 @@
 // Every contestant is two processes and the consumer checks every message (bench/peers/pattern.ts).
 //
 //   bun bench/net.ts                      (BENCH_SCALE=0.1: a quick smoke run)
+import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { cleanUp, fmt, lastJson, loadAverage, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
+import { cleanUp, fmt, lastJson, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
 import type { LatencyReport } from "./peers/lat-common.ts";
 import type { Report } from "./peers/pattern.ts";
 
@@ -23,6 +24,7 @@ const ROUNDS = Math.max(2000, Math.round(20_000 * SCALE));
 const WARMUP = Math.max(200, Math.round(2000 * SCALE));
 
 const { workDir, library, source, sha } = snapshotLibrary();
+process.on("exit", () => rmSync(workDir, { recursive: true, force: true })); // also when a run fails
 const { removeChannel } = await import("../src/index.ts");
 const bun = process.execPath;
 let runNumber = 0;
@@ -253,4 +255,3 @@ for (const size of SIZES) {
 }
 console.log(lines.join("\n"));
 console.log(`\nsuite took ${((performance.now() - started) / 1000).toFixed(1)} s; ${memoryLine ? "" : "(no memory run) "}${await cleanUp(workDir, removeChannel)}`);
-void loadAverage;

@@ -98,13 +98,14 @@ PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
  * only once the far side has them. psy_poll_retained returns the next record after the one it
  * returned last, freeing nothing; psy_polled_end tells where that record ends (a position);
  * psy_release_to frees everything before such a position; psy_rewind goes back to the first
- * record not freed, to read them all again (a resend). Positions are doubles for FFI callers
- * (exact below 2^53 bytes). Not for work queues (SPMC/MPMC). */
+ * record not freed, to read them all again (a resend). Positions here are a position's low 52
+ * bits, as doubles for FFI callers (exact, and unambiguous within a ring's span, across the 2^64
+ * wrap too); compare them modulo 2^52. Not for work queues (SPMC/MPMC). */
 PSY_API int32_t psy_poll_retained(psy_channel *ch);
 PSY_API double psy_polled_end(const psy_channel *ch);
 PSY_API int32_t psy_release_to(psy_channel *ch, double position);
 PSY_API int32_t psy_rewind(psy_channel *ch);
-/* Where this consumer has released up to (SPSC/MPSC: head; BROADCAST: its own cursor). */
+/* Where this consumer has released up to (SPSC/MPSC: head; BROADCAST: its own cursor); low 52 bits. */
 PSY_API double psy_released_position(const psy_channel *ch);
 
 /* Looks at the next record without consuming it: its index, or PSY_E_EMPTY. Releases the record

@@ -1,18 +1,23 @@
 // The seed tutorial's IPC consumer: receives 1000 FloatVectors, prints a running average every
 // 100, and checks every value against what the producer computes. Exits non-zero on a mismatch.
-//   bun examples/ipc_consumer.ts [channel-uri] [--count 1000]
+//   bun examples/ipc_consumer.ts [channel-uri] [--count 1000] [--listen]
+// Over the network, only the URI changes: bun examples/ipc_consumer.ts tcp://:9000
 import { parseArgs } from "node:util";
 import { ChannelMode, createChannel, FloatVector } from "../src/index.ts";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { count: { type: "string", default: "1000" } },
+  options: { count: { type: "string", default: "1000" }, listen: { type: "boolean", default: false } },
 });
 const uri = positionals[0] ?? "ipc://sensor_data";
 const total = Number(values.count);
 
 // Connect to the IPC channel (created by whichever of producer and consumer starts first)
-const channel = createChannel(uri, 4 * 1024 * 1024, ChannelMode.SPSC);
+// (--listen: a network consumer that listens on the URI's host, e.g. tcp://127.0.0.1:9000; the
+// seed's server form tcp://:9000 listens on every interface without it)
+const channel = values.listen
+  ? createChannel(uri, { bufferSize: 4 * 1024 * 1024, mode: ChannelMode.SPSC, listen: true })
+  : createChannel(uri, 4 * 1024 * 1024, ChannelMode.SPSC);
 console.log("Consumer started, processing sensor data...");
 
 let count = 0;

@@ -1,6 +1,7 @@
 // The seed tutorial's IPC producer: 1000 FloatVectors of 100 simulated sensor readings, written
 // in place in the channel. Run beside examples/ipc_consumer.ts, in either order:
 //   bun examples/ipc_producer.ts [channel-uri] [--interval-ms 10]
+// Over the network, only the URI changes: bun examples/ipc_producer.ts tcp://HOST:9000
 import { parseArgs } from "node:util";
 import { ChannelMode, createChannel, FloatVector } from "../src/index.ts";
 
@@ -23,5 +24,9 @@ for (let i = 0; i < count; ++i) {
   if (intervalMs > 0) await Bun.sleep(intervalMs);
 }
 
+// Over tcp:// or unix:// the messages must reach the consumer before this process ends: flush()
+// waits until it acknowledged them. (Over ipc:// they wait in shared memory for a consumer that may
+// start later, as in the seed.)
+if (!uri.startsWith("ipc://")) await channel.flush();
 console.log("Producer finished");
 channel.close();

@@ -19,3 +19,4 @@ export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, 
 export { type PoolOptions, type PoolStats, ProcessPool } from "./patterns/pool";
 export { type Client, connect, type Handler, type Server, type ServeOptions, serve } from "./patterns/rpc";
 export type { WaitOptions } from "./core/waiting";
+import "./net/index"; // registers tcp://, unix://, udp:// (the channel never imports its transports)

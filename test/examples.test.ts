@@ -15,7 +15,17 @@ test("the main demo runs producer and consumer as two processes and checks every
   expect(result.code).toBe(0);
 }, 70_000);
 
+test("the seed's producer and consumer over tcp://, changing only the URI, check every value", async () => {
+  const result = await finish(spawnBun(example("tcp_demo.ts"), [], { timeoutMs: 60_000 }));
+  expect(result.stdout).toContain("received 1000/1000 in order, every value checked");
+  expect(result.stdout).toContain("Producer finished");
+  expect(result.stdout).toContain("tcp demo: producer and consumer ran as two processes over tcp://127.0.0.1:");
+  expect(result.code).toBe(0);
+}, 70_000);
+
 for (const [script, says] of [
+  ["unix_broadcast.ts", "published 500 quotes over unix:///tmp/psyne-quotes-"],
+  ["udp_sensor_feed.ts", "monitor: 200 frames, 0 lost, 0 reordered"],
   ["log_aggregation.ts", "aggregated 600/600 log lines from 3 processes, each in order"],
   ["task_distribution.ts", "1000/1000 tasks done exactly once, 0 wrong results"],
   ["pubsub.ts", "published 500 quotes to 3 subscribers"],

@@ -80,6 +80,8 @@ export interface ChannelOptions {
   reconnect?: boolean | undefined;
   /** Milliseconds a disconnected peer is waited for: after that stats() reports it gone, and a BROADCAST producer stops waiting for it (default 10 000). */
   peerTimeout?: number | undefined;
+  /** udp: the local interface address multicast is joined and sent on (e.g. 127.0.0.1; default: the system's choice by route). */
+  multicastInterface?: string | undefined;
   /** nats: options for the NATS client (servers, token, user, pass, tls, ...). */
   nats?: Record<string, unknown> | undefined;
   /** nats: a JetStream durable consumer of this name, and a stream on the subject. */
@@ -90,7 +92,41 @@ export interface ChannelOptions {
   ackWait?: number | undefined;
 }
 
-export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode };
+/** A network channel's peer in stats() (tcp://, unix://: each connection's far end). */
+export interface PeerStats {
+  /** host:port, or the socket path. */
+  address: string;
+  /** The peer's session (its channel handle), in hex. */
+  session: string;
+  /** connected; away (disconnected, waited for until peerTimeout); gone (away longer). */
+  state: "connected" | "away" | "gone";
+  connectedSince: Date | null;
+  /** When it went away (away, gone). */
+  awaySince: Date | null;
+  bytesIn: number;
+  bytesOut: number;
+  messagesIn: number;
+  messagesOut: number;
+  /** Messages sent to it again after a reconnect. */
+  resends: number;
+}
+
+/** What network channels add to stats() (SPEC.md "Beyond one machine"). */
+export interface NetworkStats {
+  /** A listener's address (with the port it got, for port 0). */
+  listening?: string;
+  peers?: PeerStats[];
+  /** Connectors a listener refused (role, mode, auth). */
+  refused?: number;
+  /** Connections closed for bad input, by reason (protocol, handshake, version, ...). */
+  errors?: Record<string, number>;
+  /** udp: datagrams that never arrived (gaps in a sender's sequence). */
+  lost?: number;
+  /** udp: datagrams that arrived after a later one, dropped. */
+  reordered?: number;
+}
+
+export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode } & NetworkStats;
 
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
@@ -153,6 +189,12 @@ const PRIVATE = 0x100;
 /** Internal: a transport's notifications from its local rings (see Channel[TRANSPORT_HOOKS]). */
 export const TRANSPORT_HOOKS = Symbol("psyne.transportHooks");
 
+/** Internal: a transport wakes the waits parked on one of its local rings (see Channel[WAKE]). */
+export const WAKE = Symbol("psyne.wake");
+
+/** Internal: a transport lowers the largest message its local send ring takes (a udp datagram, a peer's smaller ring). */
+export const MESSAGE_LIMIT = Symbol("psyne.messageLimit");
+
 /** Internal: observe a channel without consuming (see Channel[PEEK]). */
 export const PEEK = Symbol("psyne.peek");
 
@@ -187,7 +229,9 @@ export class Channel implements MessageChannel {
   // published messages, and after it may have freed space (released a message)
   #afterSend: (() => void) | null = null;
   #afterRelease: (() => void) | null = null;
+  #spins = true; // see #spin
   #buffer: ArrayBuffer;
+  #maxMessage = 0; // the largest payload a message may have: the ring's, or less (MESSAGE_LIMIT)
   #polled: Uint32Array; // psy_polled_record: index, length, type, span (process-local)
   #polledBuffer: ArrayBuffer;
   #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
@@ -221,6 +265,9 @@ export class Channel implements MessageChannel {
       this.name = name;
       this.mode = net.mode;
       this.bufferSize = net.bufferSize;
+      // a connector that left them out learns mode and size from its listener in the handshake
+      Object.defineProperty(this, "mode", { get: () => net.mode, enumerable: true });
+      Object.defineProperty(this, "bufferSize", { get: () => net.bufferSize, enumerable: true });
       this[SEND_SIDE] = () => net.sender();
       trackOpen(this);
       return;
@@ -266,6 +313,7 @@ export class Channel implements MessageChannel {
     this.name = name;
     this.mode = modeNames[lib.psy_mode(handle)]!;
     this.bufferSize = lib.psy_capacity(handle);
+    this.#maxMessage = this.bufferSize - layout.REC_HEADER;
     this.#buffer = toArrayBuffer(lib.psy_base(handle)!, 0, lib.psy_map_size(handle));
     this.#polledBuffer = toArrayBuffer(lib.psy_polled(handle)!, 0, 16);
     this.#polled = new Uint32Array(this.#polledBuffer);
@@ -292,10 +340,33 @@ export class Channel implements MessageChannel {
   /** A network channel's messages are allocated in its local send ring (messages.ts checkChannel). */
   [SEND_SIDE]?: () => Channel;
 
+  /** Internal: messages larger than `bytes` throw MessageTooLargeError (a transport's send ring). */
+  [MESSAGE_LIMIT](bytes: number): void {
+    this.#maxMessage = Math.min(bytes, this.bufferSize - layout.REC_HEADER);
+  }
+
   /** Internal: a transport's notifications from one of its local rings (see #afterSend). */
   [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
     this.#afterSend = afterSend;
     this.#afterRelease = afterRelease;
+    this.#spins = false; // and its waits are woken by the pump (WAKE), not by a waiter thread
+  }
+
+  /**
+   * Internal: a transport's pump, on this thread, just changed this ring (a message arrived, room
+   * was freed): let the parked waits try now rather than when the waiter thread's wake-up comes
+   * round through the event loop (tens of microseconds later).
+   */
+  [WAKE](kind: WaitKind): void {
+    this.#parking?.wake(kind);
+  }
+
+  /**
+   * spin() before parking, except on a transport's local ring: what a wait there waits for is
+   * done by the pump on this very thread, which a spin would only hold up.
+   */
+  #spin<T>(attempt: () => T | null): T | null {
+    return this.#spins ? spin(attempt) : null;
   }
 
   /**
@@ -327,7 +398,7 @@ export class Channel implements MessageChannel {
   #claim(byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
     const handle = this.#open();
     // checked here, not only in C: the C side takes a u32, and 2^32 bytes would wrap to a small size
-    const index = byteLength > this.bufferSize - layout.REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
+    const index = byteLength > this.#maxMessage ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
     if (index >= 0) return this.#payloadBase + index;
     if (index === NativeCode.FULL) {
       if (orNull) return -1;
@@ -338,9 +409,11 @@ export class Channel implements MessageChannel {
   }
 
   #tooLarge(byteLength: number, typeName: string): MessageTooLargeError {
-    const maxSize = this.bufferSize - layout.REC_HEADER;
+    const maxSize = this.#maxMessage;
     return new MessageTooLargeError(
-      `a ${typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
+      maxSize < this.bufferSize - layout.REC_HEADER
+        ? `a ${typeName} message of ${byteLength} bytes can never reach the other end of ${this.uri}: it takes messages of at most ${maxSize} bytes`
+        : `a ${typeName} message of ${byteLength} bytes can never fit channel ${this.uri}: capacity ${this.bufferSize}, largest message ${maxSize} bytes`,
       byteLength,
       maxSize,
     );
@@ -363,7 +436,7 @@ export class Channel implements MessageChannel {
   }
 
   #park(): Parking {
-    this.#parking ??= new Parking(this.#open());
+    this.#parking ??= new Parking(this.#open(), !this.#spins); // a transport's ring: woken by its pump (WAKE)
     return this.#parking;
   }
 
@@ -376,10 +449,10 @@ export class Channel implements MessageChannel {
     this.#open();
     if (signal?.aborted) throw signal.reason;
     const byteLength = type.byteLengthFor(length ?? 0);
-    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     const attempt = (): M | null => this.#tryAlloc(type, length);
     if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
-      const message = attempt() ?? spin(attempt);
+      const message = attempt() ?? this.#spin(attempt);
       if (message) return message;
     }
     const got = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
@@ -413,7 +486,7 @@ export class Channel implements MessageChannel {
     const meta = (data as Message | null | undefined)?.[META];
     if (meta !== undefined && meta.channel === this && meta.state === MessageState.Allocated) return this.send(data);
     const size = this.#copySize(data);
-    if (size > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(size, meta?.type.typeName ?? (typeof data === "string" ? "text" : "ByteVector"));
+    if (size > this.#maxMessage) throw this.#tooLarge(size, meta?.type.typeName ?? (typeof data === "string" ? "text" : "ByteVector"));
     const attempt = (): true | null => {
       try {
         this.#sendCopy(data);
@@ -423,7 +496,7 @@ export class Channel implements MessageChannel {
         throw error;
       }
     };
-    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || spin(attempt))) return;
+    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || this.#spin(attempt))) return;
     if (await this.#park().wait(WaitKind.Space, size, attempt, { timeout, signal })) return;
     this.#open();
     throw this.#fullError(size, `still full after ${timeout} ms`);
@@ -441,7 +514,7 @@ export class Channel implements MessageChannel {
     const handle = this.#open();
     if (signal?.aborted) throw signal.reason;
     const attempt = (): true | null => (lib.psy_unflushed(handle) === 0 ? true : null);
-    if (attempt() || spin(attempt)) return;
+    if (attempt() || this.#spin(attempt)) return;
     if (await this.#park().wait(WaitKind.Flushed, 0, attempt, { timeout, signal })) return;
     this.#open();
     throw new PsyneError(
@@ -586,7 +659,7 @@ export class Channel implements MessageChannel {
         `sendBatch(count, byteLength, ...): a ${type.typeName} message of ${byteLength} bytes is not valid: ` +
           (byteLength < type.minBytes ? `it has ${type.minBytes} bytes` : `use a multiple of ${elementSize} bytes`),
       );
-    if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     this.#checkSendOrder("sendBatch()");
     if (count === 0) return 0;
     const claimed = lib.psy_claim_batch(handle, count, byteLength, type.typeId);
@@ -721,6 +794,7 @@ export class Channel implements MessageChannel {
   receive<M>(type: MessageClass<M>): M | null;
   receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
+    if (this.#net) return this.#net.receiver().receive(type);
     this.#open();
     if (this.#receiving !== null) this.#checkNotReceiving("receive()");
     if (type !== undefined) checkMessageType(type, "receive(type): type");
@@ -792,7 +866,7 @@ export class Channel implements MessageChannel {
     if (signal?.aborted) throw signal.reason;
     this.#receiving = "recv()";
     try {
-      const message = this.#receive(type) ?? spin(() => this.#receive(type)); // after a short spin, park
+      const message = this.#receive(type) ?? this.#spin(() => this.#receive(type)); // after a short spin, park
       if (message) return message;
       return await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), { timeout, signal });
     } finally {
@@ -829,7 +903,7 @@ export class Channel implements MessageChannel {
         try {
           message =
             (this.#receive(type) as M | null) ??
-            (spin(() => this.#receive(type)) as M | null) ??
+            (this.#spin(() => this.#receive(type)) as M | null) ??
             ((await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), options)) as M | null);
         } catch (error) {
           if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;

@@ -79,7 +79,15 @@ export class Parking {
   #closed = false;
   #waking = false; // in #wake, which arms again when it is done
 
-  constructor(handle: Handle) {
+  /**
+   * `pumped`: a transport's local ring, which nobody but this thread changes (its pump calls
+   * wake() after each change): waits need no waiter thread, whose wake-ups would only cost
+   * futex calls and a thread switch per message.
+   */
+  constructor(
+    handle: Handle,
+    readonly pumped = false,
+  ) {
     this.#handle = handle;
   }
 
@@ -159,6 +167,10 @@ export class Parking {
   #arm(kind: WaitKind): void {
     const queue = this.#queues[kind];
     if (!queue.length || this.#closed) return;
+    if (this.pumped) {
+      this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
+      return;
+    }
     if (!this.#started[kind]) {
       this.#callback ??= new JSCallback((k: number) => this.#wake(k as WaitKind), {
         args: [FFIType.i32],
@@ -173,6 +185,11 @@ export class Parking {
     if (rc < 0) throw fromNative(rc, lastError());
     if (rc === 1) queueMicrotask(() => this.#wake(kind)); // already there: no need to sleep
     this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
+  }
+
+  /** The ring changed on this thread (a transport's pump): parked operations of `kind` try now. */
+  wake(kind: WaitKind): void {
+    if (this.#queues[kind].length > 0 && !this.#waking) this.#wake(kind);
   }
 
   /** Parked operations of a kind (the waiting sends and allocations, for the order of later ones). */

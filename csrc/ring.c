@@ -523,11 +523,17 @@ int32_t psy_poll_retained(psy_channel *ch) {
   return read_next(ch);
 }
 
-double psy_polled_end(const psy_channel *ch) { return (double)(ch->held_pos + ch->held_span); }
+/* Positions cross the FFI as doubles, exact only below 2^53: they travel modulo 2^52 (psyne.h),
+ * and psy_release_to takes the one within a capacity ahead of what was released. */
+#define POSITION_MASK ((UINT64_C(1) << 52) - 1)
+
+double psy_polled_end(const psy_channel *ch) { return (double)((ch->held_pos + ch->held_span) & POSITION_MASK); }
 
 int32_t psy_release_to(psy_channel *ch, double position) {
-  uint64_t to = (uint64_t)position, limit = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
-  if (work_queue(ch) || (double)to != position || to - ch->read_published > limit - ch->read_published)
+  uint64_t limit = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
+  int valid = position >= 0 && position <= (double)POSITION_MASK && (double)(uint64_t)position == position;
+  uint64_t to = ch->read_published + (((uint64_t)(valid ? position : 0) - ch->read_published) & POSITION_MASK);
+  if (work_queue(ch) || !valid || to - ch->read_published > limit - ch->read_published)
     return psy_fail(PSY_E_INVALID_ARG, "channel %s: cannot release to position %.0f: released %llu, read %llu", ch->path + 7,
                     position, (unsigned long long)ch->read_published, (unsigned long long)limit);
   if (to == ch->read_published) return 0;
@@ -547,8 +553,8 @@ int32_t psy_rewind(psy_channel *ch) {
 }
 
 double psy_released_position(const psy_channel *ch) {
-  if (ch->mode == PSY_BROADCAST) return (double)load64(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_READ_POS));
-  return (double)load64(u64_at(ch, PSY_OFF_HEAD));
+  if (ch->mode == PSY_BROADCAST) return (double)(load64(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_READ_POS)) & POSITION_MASK);
+  return (double)(load64(u64_at(ch, PSY_OFF_HEAD)) & POSITION_MASK);
 }
 
 const psy_polled_record *psy_polled(const psy_channel *ch) { return &ch->polled; }

@@ -1,4 +1,5 @@
 // psyne's public API: exactly the names of SPEC.md that are implemented (test/exports.test.ts).
+import "./net"; // registers the network schemes (nats://)
 export { type Channel, ChannelMode, type ChannelOptions, type ChannelStats, createChannel, removeChannel } from "./core/channel";
 export {
   ChannelConfigError,

@@ -43,6 +43,12 @@ const symbols = {
   psy_unflushed: { args: [P], returns: f64 },
   psy_peek: { args: [P], returns: i32 },
   psy_peek_intact: { args: [P], returns: i32 },
+  // retained reading, for network pumps and bridges (positions modulo 2^52, see psyne.h)
+  psy_poll_retained: { args: [P], returns: i32 },
+  psy_polled_end: { args: [P], returns: f64 },
+  psy_release_to: { args: [P, f64], returns: i32 },
+  psy_rewind: { args: [P], returns: i32 },
+  psy_released_position: { args: [P], returns: f64 },
   // waiting
   psy_wait: { args: [P, i32, u32, i32], returns: i32 },
   psy_waiter_start: { args: [P, i32, P], returns: i32 },

@@ -20,3 +20,4 @@ export { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, 
 export { type PoolOptions, type PoolStats, ProcessPool } from "./patterns/pool";
 export { type Client, connect, type Handler, type Server, type ServeOptions, serve } from "./patterns/rpc";
 export type { WaitOptions } from "./core/waiting";
+export { type Bridge, type BridgeOptions, type BridgeStats, bridge } from "./net/bridge";

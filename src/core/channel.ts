@@ -163,6 +163,7 @@ export const PEEK = Symbol("psyne.peek");
 /** Internal: retained reading for bridges and pumps (see Channel[POLL_RETAINED]). */
 export const POLL_RETAINED = Symbol("psyne.pollRetained");
 export const RELEASE_TO = Symbol("psyne.releaseTo");
+export const RECV_RETAINED = Symbol("psyne.recvRetained");
 
 /** Internal: a transport whose connection failed for good rejects the waits parked on its rings with its error. */
 export const FAIL_WAITS = Symbol("psyne.failWaits");
@@ -511,6 +512,15 @@ export class Channel implements MessageChannel {
     return { message: type.view(meta), end: lib.psy_polled_end(handle) };
   }
 
+  /** [POLL_RETAINED], waiting (parked, as recv() does) until there is a message; null on timeout. */
+  async [RECV_RETAINED](options?: WaitOptions): Promise<{ message: Message; end: number } | null> {
+    if (this.#net) return this.#net.receiver()[RECV_RETAINED](options);
+    const { timeout, signal } = checkWaitOptions(options, "recv()");
+    if (signal?.aborted) throw signal.reason;
+    const attempt = () => this[POLL_RETAINED]();
+    return attempt() ?? spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+  }
+
   /** Frees every message [POLL_RETAINED] returned up to the one ending at `end`. */
   [RELEASE_TO](end: number): void {
     if (this.#net) return this.#net.receiver()[RELEASE_TO](end);
@@ -770,6 +780,7 @@ export class Channel implements MessageChannel {
   receive<M>(type: MessageClass<M>): M | null;
   receive<M>(type?: MessageClass<M>): M | Message | null;
   receive<M>(type?: MessageClass<M>): M | Message | null {
+    if (this.#net) return this.#net.receiver().receive(type);
     this.#open();
     if (this.#receiving !== null) this.#checkNotReceiving("receive()");
     if (type !== undefined) checkMessageType(type, "receive(type): type");

@@ -50,6 +50,10 @@ const FETCH_EXPIRES = 5000;
 /** Retry pacing after a failed JetStream publish, pull or setup. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
+/** Milliseconds a JetStream API call or publish waits for its answer. */
+const JS_TIMEOUT_MS = 5000;
+/** Milliseconds close() lets the connection drain before it closes it. */
+const DRAIN_MS = 2000;
 /** Messages one durable consumer (all its handles together) may hold unacknowledged. */
 const MAX_ACK_PENDING = 10_000;
 /** The JetStream stream psyne creates for a subject that no stream covers yet (README "Beyond one machine"). */
@@ -379,13 +383,14 @@ class NatsTransport implements Transport {
     this.#jsApi = js;
     for (let attempt = 0; ; attempt++) {
       try {
-        this.#jsm ??= await js.jetstreamManager(nc, { timeout: 5000 });
-        this.#js ??= js.jetstream(nc, { timeout: 5000 });
+        // probe with a short timeout first: a new cluster's JetStream answers a second or so after it starts
+        await js.jetstreamManager(nc, { timeout: Math.min(JS_TIMEOUT_MS, 500 * 2 ** attempt) });
+        this.#jsm ??= await js.jetstreamManager(nc, { timeout: JS_TIMEOUT_MS, checkAPI: false });
+        this.#js ??= js.jetstream(nc, { timeout: JS_TIMEOUT_MS });
         this.#stream = await this.#ensureStream();
         this.#streamReady = true;
         return;
       } catch (error) {
-        // a cluster's JetStream answers a second or so after its servers start
         if (this.#closed || attempt >= 20) throw this.#jetStreamError(error);
         this.#note(`JetStream not ready yet: ${message(error)}`);
         await sleep(Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempt), this.#timers);
@@ -645,10 +650,16 @@ class NatsTransport implements Transport {
           await Bun.sleep(5);
         }
         if (this.#acknowledged < sent) debug(this.#s.uri, `closed with ${sent - this.#acknowledged} message(s) not confirmed by the server`);
-        await nc.drain(); // flushes what the client holds, unsubscribes, closes
-      } else if (nc && !nc.isClosed()) {
-        await nc.close();
+        // flushes what the client holds, unsubscribes, closes; bounded, like the wait above
+        const drained = nc.drain().then(
+          () => true,
+          () => false,
+        );
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([drained, new Promise((resolve) => (timer = setTimeout(resolve, DRAIN_MS)))]);
+        clearTimeout(timer); // a pending timer would keep the process alive
       }
+      if (nc && !nc.isClosed()) await nc.close();
     } finally {
       this.#txPump.close();
       this.#rxPump.close();

@@ -126,6 +126,18 @@ export async function stdoutLine(child: Subprocess, index: number): Promise<stri
 
 /** Everything a child printed on stderr so far. */
 export const stderrOf = (child: Subprocess): string => outputs.get(child)!.stderr;
+/** Everything a child printed on stdout so far. */
+export const stdoutOf = (child: Subprocess): string => outputs.get(child)!.stdout;
+
+/** Waits until `test()` holds, re-checking whenever one of `children` prints something (bounded by their timeouts). */
+export async function untilOutput(children: Subprocess[], test: () => boolean, what = "the condition"): Promise<void> {
+  while (!test()) {
+    const live = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    if (live.length === 0) await Promise.all(children.map((c) => outputs.get(c)!.done)); // what they printed last
+    if (live.length === 0 && !test()) throw new Error(`every child ended before ${what}; they printed: ${children.map((c) => outputs.get(c)!.stdout + outputs.get(c)!.stderr).join("\n---\n")}`);
+    await Promise.race(live.map((c) => Promise.race([outputs.get(c)!.changed(), c.exited])));
+  }
+}
 
 /** Kills and awaits every child still running: call in afterEach. */
 export async function reapChildren(): Promise<void> {

@@ -113,9 +113,15 @@ class Forwarder implements Bridge {
   }
 
   /** SPSC, MPSC, BROADCAST and network sources: read many without freeing, free them once accepted. */
+  /** Both ends can carry messages (a destination that cannot be reached stops the bridge with its reason). */
+  async #ready(signal: AbortSignal): Promise<void> {
+    await Promise.all([this.#source.ready({ signal }), this.#destination.ready({ signal })]);
+  }
+
   async #forwardRetained(): Promise<void> {
     const signal = this.#stop.signal;
     const source = this.#source;
+    await this.#ready(signal);
     while (!signal.aborted) {
       let next = source[POLL_RETAINED]();
       if (next === null) {
@@ -161,6 +167,7 @@ class Forwarder implements Bridge {
   /** SPMC and MPMC ipc:// sources: take one, forward it, release it once the destination accepted it. */
   async #forwardOneByOne(): Promise<void> {
     const signal = this.#stop.signal;
+    await this.#ready(signal);
     while (!signal.aborted) {
       const message = await this.#source.recv(undefined, { signal });
       if (message === null) continue;

@@ -165,6 +165,8 @@ export class Tally {
   #offsets = new Map<Subprocess, number>();
   #last = new Map<Subprocess, Map<number, number>>();
   total = 0;
+  /** Different messages seen (a predicate checked at every output change must be cheap). */
+  distinctTotal = 0;
 
   update(children: Subprocess[]): this {
     for (const child of children) {
@@ -182,7 +184,9 @@ export class Tally {
         const seq = Number(match[3]);
         if (match[1] === "held") this.held.push({ producer, seq });
         const key = `${producer}:${seq}`;
-        this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+        const seen = this.counts.get(key) ?? 0;
+        if (seen === 0) this.distinctTotal++;
+        this.counts.set(key, seen + 1);
         this.perChild.set(child, (this.perChild.get(child) ?? 0) + 1);
         if ((last.get(producer) ?? -1) >= seq) this.outOfOrder.set(child, (this.outOfOrder.get(child) ?? 0) + 1);
         last.set(producer, seq);

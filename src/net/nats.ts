@@ -409,8 +409,8 @@ class NatsTransport implements Transport {
     }
     const core = this.#core!;
     const name = streamNameFor(subject);
-    const servers = new Set(this.#nc!.info?.connect_urls ?? []).size;
-    const replicas = this.#nc!.info?.cluster && servers >= 3 ? 3 : 1; // survives one server's loss in a cluster
+    // in a cluster, three copies: the stream survives the loss of a server
+    let replicas = this.#nc!.info?.cluster ? 3 : 1;
     const config: Partial<StreamConfig> & { name: string } = {
       name,
       subjects: [subject],
@@ -424,7 +424,13 @@ class NatsTransport implements Transport {
       num_replicas: replicas,
     };
     try {
-      await jsm.streams.add(config);
+      try {
+        await jsm.streams.add(config);
+      } catch (error) {
+        if (replicas === 1 || !/insufficient resources|replicas/i.test(message(error))) throw error;
+        replicas = config.num_replicas = 1; // a cluster of fewer than three JetStream servers
+        await jsm.streams.add(config);
+      }
     } catch (error) {
       // another process created it meanwhile (the same config is accepted twice; a different one is not)
       try {

@@ -516,6 +516,7 @@ int32_t psy_poll_retained(psy_channel *ch) {
     int32_t rc = become_consumer(ch);
     if (rc) return rc;
   }
+  ch->retained = 1;
   if (ch->held) { /* move past it privately: its space stays taken until psy_release_to */
     ch->held = 0;
     ch->read_pos = ch->held_pos + ch->held_span;
@@ -731,6 +732,7 @@ void ring_close(psy_channel *ch) {
       notify_waiters(ch, PSY_WAIT_DATA);
     }
   }
+  if (ch->retained) psy_rewind(ch); /* what was read but not released stays for the next consumer */
   psy_release(ch);
   if (ch->roles & PSY_ROLE_PRODUCER) { /* unsent messages must not hold back the ones sent after them */
     for (uint32_t i = 0; i < ch->pending_count; i++) {

@@ -168,6 +168,9 @@ export const RECV_RETAINED = Symbol("psyne.recvRetained");
 /** Internal: a transport whose connection failed for good rejects the waits parked on its rings with its error. */
 export const FAIL_WAITS = Symbol("psyne.failWaits");
 
+/** Internal: a ring whose other end is a transport's pump on this thread (see Channel[LOCAL_PUMP]). */
+export const LOCAL_PUMP = Symbol("psyne.localPump");
+
 const openChannels = new Set<Channel>();
 let exitHookInstalled = false;
 function trackOpen(channel: Channel): void {
@@ -216,6 +219,9 @@ export class Channel implements MessageChannel {
   #endRecv = (): void => {
     this.#receiving = null;
   };
+  // polls for a moment before a wait parks (a peer in another process or thread may answer within it)
+  #spin: <T>(attempt: () => T | null) => T | null = spin;
+  #localPump = false; // see [LOCAL_PUMP]
 
   constructor(uri: string, options: ChannelOptions = {}) {
     const { scheme, name } = parseUri(uri);
@@ -375,7 +381,7 @@ export class Channel implements MessageChannel {
   }
 
   #park(): Parking {
-    this.#parking ??= new Parking(this.#open());
+    this.#parking ??= new Parking(this.#open(), this.#localPump);
     return this.#parking;
   }
 
@@ -391,7 +397,7 @@ export class Channel implements MessageChannel {
     if (byteLength > this.bufferSize - layout.REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
     const attempt = (): M | null => this.#tryAlloc(type, length);
     if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
-      const message = attempt() ?? spin(attempt);
+      const message = attempt() ?? this.#spin(attempt);
       if (message) return message;
     }
     const got = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
@@ -435,7 +441,7 @@ export class Channel implements MessageChannel {
         throw error;
       }
     };
-    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || spin(attempt))) return;
+    if ((this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) && (attempt() || this.#spin(attempt))) return;
     if (await this.#park().wait(WaitKind.Space, size, attempt, { timeout, signal })) return;
     this.#open();
     throw this.#fullError(size, `still full after ${timeout} ms`);
@@ -453,7 +459,7 @@ export class Channel implements MessageChannel {
     const handle = this.#open();
     if (signal?.aborted) throw signal.reason;
     const attempt = (): true | null => (lib.psy_unflushed(handle) === 0 ? true : null);
-    if (attempt() || spin(attempt)) return;
+    if (attempt() || this.#spin(attempt)) return;
     if (await this.#park().wait(WaitKind.Flushed, 0, attempt, { timeout, signal })) return;
     this.#open();
     throw new PsyneError(
@@ -518,7 +524,7 @@ export class Channel implements MessageChannel {
     const { timeout, signal } = checkWaitOptions(options, "recv()");
     if (signal?.aborted) throw signal.reason;
     const attempt = () => this[POLL_RETAINED]();
-    return attempt() ?? spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+    return attempt() ?? this.#spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
   }
 
   /** Frees every message [POLL_RETAINED] returned up to the one ending at `end`. */
@@ -527,6 +533,17 @@ export class Channel implements MessageChannel {
     const rc = lib.psy_release_to(this.#open(), end);
     if (rc < 0) throw fromNative(rc, lastError());
     if (this.#afterRelease !== null) this.#afterRelease();
+  }
+
+  /**
+   * Internal: this ring's other end is a pump on this very thread (a network channel's local ring).
+   * Nothing can arrive while a wait spins, so waits park at once, and the pump wakes them itself
+   * with the returned function (at once, instead of through the C waiter thread).
+   */
+  [LOCAL_PUMP](): (kind: WaitKind) => void {
+    this.#spin = () => null;
+    this.#localPump = true;
+    return (kind) => this.#parking?.wakeNow(kind);
   }
 
   /** Rejects every wait parked on this handle with `error`; the handle stays open. */
@@ -852,7 +869,7 @@ export class Channel implements MessageChannel {
     if (signal?.aborted) throw signal.reason;
     this.#receiving = "recv()";
     try {
-      const message = this.#receive(type) ?? spin(() => this.#receive(type)); // after a short spin, park
+      const message = this.#receive(type) ?? this.#spin(() => this.#receive(type)); // after a short spin, park
       if (message) return message;
       return await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), { timeout, signal });
     } finally {
@@ -889,7 +906,7 @@ export class Channel implements MessageChannel {
         try {
           message =
             (this.#receive(type) as M | null) ??
-            (spin(() => this.#receive(type)) as M | null) ??
+            (this.#spin(() => this.#receive(type)) as M | null) ??
             ((await this.#park().wait(WaitKind.Data, 0, () => this.#receive(type), options)) as M | null);
         } catch (error) {
           if (this.closed && (error as PsyneError).code === "CHANNEL_CLOSED") return;
@@ -924,7 +941,7 @@ export class Channel implements MessageChannel {
     this.#checkNotReceiving("receiveSync()");
     const deadline = performance.now() + timeout;
     for (;;) {
-      const message = this.#receive(type) ?? spin(() => this.#receive(type));
+      const message = this.#receive(type) ?? this.#spin(() => this.#receive(type));
       if (message) return message;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;

@@ -79,8 +79,12 @@ export class Parking {
   #closed = false;
   #waking = false; // in #wake, which arms again when it is done
 
-  constructor(handle: Handle) {
+  // the ring's other end is a pump on this thread that calls wakeNow(): no waiter thread, no timer
+  #local: boolean;
+
+  constructor(handle: Handle, local = false) {
     this.#handle = handle;
+    this.#local = local;
   }
 
   /**
@@ -158,7 +162,7 @@ export class Parking {
 
   #arm(kind: WaitKind): void {
     const queue = this.#queues[kind];
-    if (!queue.length || this.#closed) return;
+    if (!queue.length || this.#closed || this.#local) return;
     if (!this.#started[kind]) {
       this.#callback ??= new JSCallback((k: number) => this.#wake(k as WaitKind), {
         args: [FFIType.i32],
@@ -191,6 +195,11 @@ export class Parking {
       clearInterval(this.#keepalive);
       this.#keepalive = null;
     }
+  }
+
+  /** The ring changed on this thread (a network pump wrote into it or freed space): serve the parked waits now. */
+  wakeNow(kind: WaitKind): void {
+    if (this.#queues[kind].length > 0 && !this.#waking && !this.#closed) this.#wake(kind);
   }
 
   /** Rejects everything parked with `error` (a network channel whose connection failed for good). */

@@ -15,6 +15,7 @@ import {
   type ChannelStats,
   createChannel,
   FAIL_WAITS,
+  LOCAL_PUMP,
   registerTransport,
   type Transport,
   TRANSPORT_HOOKS,
@@ -24,7 +25,7 @@ import { debug } from "../core/debug";
 import { ChannelConfigError, InvalidChannelNameError, MessageTooLargeError, PsyneError } from "../core/errors";
 import { layout } from "../core/layout";
 import { TypeId, typeById } from "../core/messages";
-import { setLongTimeout, type WaitOptions } from "../core/waiting";
+import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
 import { LocalRing, passed } from "./local-ring";
 
 // ---- wire format ------------------------------------------------------------------------------
@@ -288,6 +289,15 @@ class NatsTransport implements Transport {
   #tooLarge = 0;
   #sendError: PsyneError | null = null; // a record the server refused for good: flush() reports it once
 
+  // the pumps wake the user's waits on the local rings themselves (same thread)
+  #wakeTx: (kind: WaitKind) => void;
+  #wakeRx: (kind: WaitKind) => void;
+  #wakeQueued = false;
+  #wakeReceivers = (): void => {
+    this.#wakeQueued = false;
+    if (!this.#closed) this.#wakeRx(WaitKind.Data);
+  };
+
   // receive pump
   #consumerWanted = false;
   #subscribed = false; // the subscription (or the first pull) is registered with the server
@@ -300,6 +310,7 @@ class NatsTransport implements Transport {
   #overflow: Waiting[] = [];
   #overflowBytes = 0;
   #overflowLimit: number;
+  #largest: number; // payload bytes of the largest message the receive ring takes
   #acksWaiting: JsMsg[] = []; // acknowledgements held while disconnected
   #releaseQueued = false;
   #roomWaiters: Array<() => void> = [];
@@ -325,8 +336,11 @@ class NatsTransport implements Transport {
     this.#rxPump = new LocalRing(`${base}-rx`);
     this.bufferSize = this.#tx.bufferSize;
     this.#overflowLimit = this.bufferSize;
+    this.#largest = this.bufferSize - layout.REC_HEADER;
     this.#tx[TRANSPORT_HOOKS](this.#kick, null);
     this.#rx[TRANSPORT_HOOKS](null, this.#onRelease);
+    this.#wakeTx = this.#tx[LOCAL_PUMP]();
+    this.#wakeRx = this.#rx[LOCAL_PUMP]();
     if (settings.role === "consumer") this.#consumerWanted = true;
     debug(settings.uri, `opening (${settings.mode}${settings.durable ? `, durable ${settings.durable}` : ""})`);
     this.#start().catch((error) => this.#fail(error));
@@ -732,6 +746,7 @@ class NatsTransport implements Transport {
           if (generation !== this.#generation || this.#txPump === null) return; // resent after a reconnect
           this.#batches--;
           this.#txPump.releaseTo(end);
+          this.#wakeTx(WaitKind.Space);
           this.#acknowledged += count;
           this.#changed();
           this.#kick();
@@ -801,6 +816,7 @@ class NatsTransport implements Transport {
     }
     if (count === 0) return;
     this.#txPump.releaseTo(end);
+    this.#wakeTx(WaitKind.Space);
     this.#releasedSeq += count;
     this.#acknowledged += count;
     this.#changed();
@@ -917,7 +933,7 @@ class NatsTransport implements Transport {
       }
     }
     const typeId = this.#typeOf(msg, data.byteLength);
-    if (typeof typeId === "string" || data.byteLength > this.bufferSize - layout.REC_HEADER) {
+    if (typeof typeId === "string" || data.byteLength > this.#largest) {
       this.#malformed++;
       this.#note(
         `dropped a message on ${msg.subject}: ${typeof typeId === "string" ? typeId : `${data.byteLength} bytes do not fit the ${this.bufferSize}-byte receive ring`}`,
@@ -938,8 +954,12 @@ class NatsTransport implements Transport {
   #write(typeId: number, data: Uint8Array, js: JsMsg | null): boolean {
     if (!this.#rxPump.write(typeId, data)) return false;
     this.#delivered++;
-    this.#avgSpan = this.#avgSpan * 0.9 + this.#rxPump.span(data.byteLength) * 0.1;
+    if (!this.#wakeQueued) {
+      this.#wakeQueued = true; // once per burst: the client hands over a socket read's messages in one go
+      queueMicrotask(this.#wakeReceivers);
+    }
     if (js !== null) {
+      this.#avgSpan = this.#avgSpan * 0.9 + this.#rxPump.span(data.byteLength) * 0.1; // sizes the next pull
       if (js.redelivered) this.#redelivered++;
       const held = { end: this.#rxPump.tail, msg: js, seq: js.seq };
       this.#held.push(held);
@@ -950,7 +970,8 @@ class NatsTransport implements Transport {
 
   /** The user released a message (or moved on): acknowledge what it passed, refill from the overflow. */
   #onRelease = (): void => {
-    if (this.#releaseQueued) return;
+    // the common case, one call per message: nothing held for an ack, nothing waiting for room
+    if (this.#releaseQueued || (this.#held.length === 0 && this.#overflow.length === 0 && this.#roomWaiters.length === 0)) return;
     this.#releaseQueued = true;
     queueMicrotask(this.#released);
   };
@@ -964,7 +985,7 @@ class NatsTransport implements Transport {
       this.#overflow.shift();
       this.#overflowBytes -= next.data.byteLength;
     }
-    for (const wake of this.#roomWaiters.splice(0)) wake();
+    if (this.#roomWaiters.length > 0) for (const wake of this.#roomWaiters.splice(0)) wake();
   };
 
   #ackReleased(): void {

@@ -46,6 +46,8 @@ const BATCHES_IN_FLIGHT = 4;
 const JS_IN_FLIGHT = 256;
 /** A durable consumer pulls at most this many messages per request (fewer when its ring has less room). */
 const FETCH_MAX = 1024;
+/** ...and in a work queue (SPMC, MPMC) this many, and no more while it holds as many: the others get their share. */
+const WORK_QUEUE_FETCH = 32;
 /** Milliseconds a pull request waits at the server for messages. */
 const FETCH_EXPIRES = 5000;
 /** Retry pacing after a failed JetStream publish, pull or setup. */
@@ -1015,11 +1017,12 @@ class NatsTransport implements Transport {
           this.#consumer = await js.consumers.get(stream, this.#s.durable!);
         }
         const room = this.bufferSize - this.#rxPump.used() - this.#overflowBytes;
-        if (this.#overflow.length > 0 || room < this.bufferSize / 4) {
+        const workQueue = this.mode === "SPMC" || this.mode === "MPMC";
+        if (this.#overflow.length > 0 || room < this.bufferSize / 4 || (workQueue && this.#held.length >= WORK_QUEUE_FETCH)) {
           await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
           continue;
         }
-        const max = Math.max(1, Math.min(FETCH_MAX, Math.floor(room / this.#avgSpan)));
+        const max = Math.max(1, Math.min(workQueue ? WORK_QUEUE_FETCH : FETCH_MAX, Math.floor(room / this.#avgSpan)));
         const batch = await this.#consumer.fetch({ max_messages: max, expires: FETCH_EXPIRES });
         this.#fetch = batch;
         if (!this.#subscribed) {

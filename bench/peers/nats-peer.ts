@@ -72,10 +72,22 @@ if (role === "client-sub") {
   nc.subscribe(b!, { callback: (_e, m) => nc.publish(`${b}.back`, m.data) });
   await nc.flush();
   console.log("ready");
+} else if (role === "client-echo2") {
+  const nc = await connect({ servers: a! });
+  const out = await connect({ servers: a! });
+  nc.subscribe(b!, { callback: (_e, m) => out.publish(`${b}.back`, m.data) });
+  await nc.flush();
+  console.log("ready");
 } else if (role === "psyne-echo") {
   const rx = createChannel(a!, { role: "consumer" });
   const tx = createChannel(`${a}.back`, { role: "producer" });
   await Promise.all([rx.ready({ timeout: 10_000 }), tx.ready({ timeout: 10_000 })]);
   console.log("ready");
-  for await (const m of rx.messages()) tx.send(m);
+  let left = b === undefined ? Number.POSITIVE_INFINITY : Number(b);
+  for await (const m of rx.messages()) {
+    tx.send(m);
+    if (--left === 0) break;
+  }
+  await tx.flush();
+  process.exit(0);
 }

@@ -42,7 +42,9 @@ const BATCH_MESSAGES = 4096;
 const BATCH_BYTES = 1 << 20;
 /** Core NATS: confirmations outstanding at once, so that publishing goes on during a round trip. */
 const BATCHES_IN_FLIGHT = 4;
-/** JetStream: publishes awaiting their PubAck at once. */
+/** Core NATS: milliseconds a trickle of messages waits for the PING that confirms it. */
+const CONFIRM_DELAY_MS = 1;
+/** JetStream: publishes awaiting their PubAck at once (refilled by halves, so that they leave in few writes). */
 const JS_IN_FLIGHT = 256;
 /** A durable consumer pulls at most this many messages per request (fewer when its ring has less room). */
 const FETCH_MAX = 1024;
@@ -279,6 +281,11 @@ class NatsTransport implements Transport {
   #pumpQueued = false;
   #generation = 0; // bumped by every rewind: confirmations of an older generation count for nothing
   #batches = 0; // core: confirmations (PONGs) outstanding
+  #unconfirmedCount = 0; // core: published since the last PING
+  #unconfirmedBytes = 0;
+  #unconfirmedEnd = -1;
+  #confirmTimer: ReturnType<typeof setTimeout> | null = null;
+  #flushTarget = 0; // records a flush() (or close) waits for: confirm at once until they are
   #publishes: Publish[] = []; // JetStream: in ring order
   #jsInFlight = 0;
   #retryAt = 0;
@@ -294,11 +301,6 @@ class NatsTransport implements Transport {
   // the pumps wake the user's waits on the local rings themselves (same thread)
   #wakeTx: (kind: WaitKind) => void;
   #wakeRx: (kind: WaitKind) => void;
-  #wakeQueued = false;
-  #wakeReceivers = (): void => {
-    this.#wakeQueued = false;
-    if (!this.#closed) this.#wakeRx(WaitKind.Data);
-  };
 
   // receive pump
   #consumerWanted = false;
@@ -339,7 +341,7 @@ class NatsTransport implements Transport {
     this.bufferSize = this.#tx.bufferSize;
     this.#overflowLimit = this.bufferSize;
     this.#largest = this.bufferSize - layout.REC_HEADER;
-    this.#tx[TRANSPORT_HOOKS](this.#kick, null);
+    this.#tx[TRANSPORT_HOOKS](this.#sent, null);
     this.#rx[TRANSPORT_HOOKS](null, this.#onRelease);
     this.#wakeTx = this.#tx[LOCAL_PUMP]();
     this.#wakeRx = this.#rx[LOCAL_PUMP]();
@@ -552,6 +554,10 @@ class NatsTransport implements Transport {
   async flush(options: WaitOptions): Promise<void> {
     if (this.#closed) throw new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} is closed`);
     const target = this.#tx.stats().messagesSent;
+    if (target > this.#flushTarget) {
+      this.#flushTarget = target; // confirm at once, not a millisecond later
+      this.#kick();
+    }
     const sendError = this.#sendError;
     this.#sendError = null;
     if (sendError) throw sendError;
@@ -645,7 +651,8 @@ class NatsTransport implements Transport {
   close(): void {
     if (this.#closed) return;
     this.#ackReleased(); // what the user released just now is acknowledged, not given back
-    const sent = this.#tx.stats().messagesSent;
+    // at process exit the local rings may have been closed first (closeAllChannels): then nothing is left to send
+    const sent = this.#tx.closed ? this.#acknowledged : this.#tx.stats().messagesSent;
     this.#closed = true;
     const closing = new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} was closed while waiting`);
     for (const w of [...this.#watchers]) w.reject(closing);
@@ -661,6 +668,7 @@ class NatsTransport implements Transport {
   /** After close(): the rest of the send ring goes out and is confirmed, unreleased messages go back, then the connection drains. */
   async #finish(sent: number): Promise<void> {
     const nc = this.#nc;
+    this.#flushTarget = sent;
     try {
       this.#fetch?.stop();
       this.#giveBack();
@@ -683,6 +691,7 @@ class NatsTransport implements Transport {
       }
       if (nc && !nc.isClosed()) await nc.close();
     } finally {
+      if (this.#confirmTimer !== null) clearTimeout(this.#confirmTimer);
       this.#txPump.close();
       this.#rxPump.close();
       debug(this.#s.uri, "closed");
@@ -697,11 +706,18 @@ class NatsTransport implements Transport {
 
   // ---- send pump ----------------------------------------------------------------------------
 
-  /** The user published into the send ring (or something changed): pump once the current job is done. */
+  /**
+   * Something changed (a confirmation came, a retry is due): pump once the current job is done.
+   * The user's sends pump at once instead (#sent): the client only buffers a publish, and writes
+   * the buffer in one go at the end of the job (or every 32 KiB), so this costs no write per message.
+   */
   #kick = (): void => {
     if (this.#pumpQueued) return;
     this.#pumpQueued = true;
     queueMicrotask(this.#pumpSoon);
+  };
+  #sent = (): void => {
+    if (!this.#closed) this.#pump();
   };
   #pumpSoon = (): void => {
     this.#pumpQueued = false;
@@ -720,13 +736,18 @@ class NatsTransport implements Transport {
     }
   }
 
-  /** Core NATS: publish a batch, then one PING whose PONG confirms the whole batch. */
+  /**
+   * Core NATS: publish what the send ring holds, then one PING whose PONG confirms everything before
+   * it. The PING goes at once for a full batch, when flush() waits or the ring is half full;
+   * otherwise a millisecond later, so that a trickle of messages costs the server one PONG per
+   * millisecond, not one per message.
+   */
   #pumpCore(nc: NatsConnection): void {
     const ring = this.#txPump;
     while (this.#batches < BATCHES_IN_FLIGHT) {
-      let count = 0;
-      let bytes = 0;
-      while (count < BATCH_MESSAGES && bytes < BATCH_BYTES && ring.poll()) {
+      let polled = false;
+      while (this.#unconfirmedCount < BATCH_MESSAGES && this.#unconfirmedBytes < BATCH_BYTES && ring.poll()) {
+        polled = true;
         const payload = ring.payload();
         const headers = this.#headersFor(ring.polledType);
         try {
@@ -736,26 +757,48 @@ class NatsTransport implements Transport {
         } catch (error) {
           this.#refused(error, payload.byteLength);
         }
-        count++;
-        bytes += payload.byteLength;
+        this.#unconfirmedCount++;
+        this.#unconfirmedBytes += payload.byteLength;
       }
-      if (count === 0) return;
-      const end = ring.polledEnd();
-      const generation = this.#generation;
-      this.#batches++;
-      nc.flush().then(
-        () => {
-          if (generation !== this.#generation || this.#txPump === null) return; // resent after a reconnect
-          this.#batches--;
-          this.#txPump.releaseTo(end);
-          this.#wakeTx(WaitKind.Space);
-          this.#acknowledged += count;
-          this.#changed();
-          this.#kick();
-        },
-        (error) => this.#unconfirmed(error, generation),
-      );
+      if (polled) this.#unconfirmedEnd = ring.polledEnd(); // the last record polled
+      if (this.#unconfirmedCount === 0) return;
+      const full = this.#unconfirmedCount >= BATCH_MESSAGES || this.#unconfirmedBytes >= BATCH_BYTES;
+      if (!full && this.#flushTarget <= this.#acknowledged && (this.#confirmTimer !== null || ring.used() < this.bufferSize / 2)) {
+        this.#confirmTimer ??= setTimeout(this.#confirmLater, CONFIRM_DELAY_MS);
+        return;
+      }
+      this.#confirm(nc);
     }
+  }
+
+  #confirmLater = (): void => {
+    this.#confirmTimer = null;
+    const nc = this.#nc;
+    if (this.#connected && nc !== null && !nc.isClosed() && this.#unconfirmedCount > 0 && this.#batches < BATCHES_IN_FLIGHT) this.#confirm(nc);
+  };
+
+  /** Asks the server to confirm everything published so far (a PING: its PONG comes after them). */
+  #confirm(nc: NatsConnection): void {
+    if (this.#confirmTimer !== null) clearTimeout(this.#confirmTimer);
+    this.#confirmTimer = null;
+    const end = this.#unconfirmedEnd;
+    const count = this.#unconfirmedCount;
+    const generation = this.#generation;
+    this.#unconfirmedCount = 0;
+    this.#unconfirmedBytes = 0;
+    this.#batches++;
+    nc.flush().then(
+      () => {
+        if (generation !== this.#generation) return; // resent after a reconnect
+        this.#batches--;
+        this.#txPump.releaseTo(end);
+        this.#wakeTx(WaitKind.Space);
+        this.#acknowledged += count;
+        this.#changed();
+        this.#kick();
+      },
+      (error) => this.#unconfirmed(error, generation),
+    );
   }
 
   /** A record the server can never take (larger than its max_payload): dropped, counted, reported by the next flush(). */
@@ -772,6 +815,7 @@ class NatsTransport implements Transport {
 
   /** JetStream: each record published with an id (the server drops a resent duplicate), freed in order once acknowledged. */
   #pumpJetStream(): void {
+    if (this.#jsInFlight > JS_IN_FLIGHT / 2) return; // refill by halves: the publishes leave together
     const ring = this.#txPump;
     const js = this.#js!;
     while (this.#jsInFlight < JS_IN_FLIGHT && ring.poll()) {
@@ -858,6 +902,10 @@ class NatsTransport implements Transport {
     this.#generation++;
     this.#txPump.rewind();
     this.#batches = 0;
+    this.#unconfirmedCount = 0;
+    this.#unconfirmedBytes = 0;
+    if (this.#confirmTimer !== null) clearTimeout(this.#confirmTimer);
+    this.#confirmTimer = null;
     this.#publishes = [];
     this.#jsInFlight = 0;
     this.#nextSeq = this.#releasedSeq;
@@ -956,10 +1004,7 @@ class NatsTransport implements Transport {
   #write(typeId: number, data: Uint8Array, js: JsMsg | null): boolean {
     if (!this.#rxPump.write(typeId, data)) return false;
     this.#delivered++;
-    if (!this.#wakeQueued) {
-      this.#wakeQueued = true; // once per burst: the client hands over a socket read's messages in one go
-      queueMicrotask(this.#wakeReceivers);
-    }
+    this.#wakeRx(WaitKind.Data); // a parked receive takes it now (its code runs in a microtask); nothing parked: no cost
     if (js !== null) {
       this.#avgSpan = this.#avgSpan * 0.9 + this.#rxPump.span(data.byteLength) * 0.1; // sizes the next pull
       if (js.redelivered) this.#redelivered++;

@@ -1,7 +1,8 @@
 // nats:// channels against the official NATS client used directly, on one nats-server in one run:
 //  - core publish + subscribe throughput, 64 B and 4 KiB, publisher here, subscriber in another
 //    process (the client: a new Uint8Array per publish and `await flush()` every 10 000 / 1 000
-//    messages, as its own docs advise; psyne: tryAlloc + send into the channel, flush() at the end);
+//    messages, as its own docs advise, and a callback subscription; psyne: tryAlloc + send into
+//    the channel, flush() at the end, and a consumer looping on messages(), or on recv() + drain());
 //  - one-way latency by ping-pong with an echo process (round trip / 2), no request-reply;
 //  - JetStream durable publish rate (the client: js.publish with 256 in flight; psyne: a durable
 //    channel, flush() once at the end, which waits for every PubAck).
@@ -90,9 +91,9 @@ async function clientThroughput(size: number, n: number, flushEvery: number): Pr
   return { rate: n / ((r.lastAt - start) / 1000), bad: r.bad + (n - r.count) };
 }
 
-async function psyneThroughput(size: number, n: number): Promise<Result> {
+async function psyneThroughput(size: number, n: number, consumer: "psyne-sub" | "psyne-sub-drain"): Promise<Result> {
   const uri = `${url}/${subject("psyne")}`;
-  const sub = await spawnPeer(["psyne-sub", uri, String(n)]);
+  const sub = await spawnPeer([consumer, uri, String(n)]);
   const ch = createChannel(uri, { role: "producer" });
   await ch.ready();
   const start = now();
@@ -201,14 +202,18 @@ for (const [size, n, flushEvery] of [
 ] as const) {
   const client: Result[] = [];
   const psyne: Result[] = [];
+  const drained: Result[] = [];
   for (let run = 0; run < RUNS; run++) {
     client.push(await clientThroughput(size, n, flushEvery));
-    psyne.push(await psyneThroughput(size, n));
+    psyne.push(await psyneThroughput(size, n, "psyne-sub"));
+    drained.push(await psyneThroughput(size, n, "psyne-sub-drain"));
   }
   const c = median(client.map((r) => r.rate));
-  const p = median(psyne.map((r) => r.rate));
-  const bad = [...client, ...psyne].reduce((s, r) => s + r.bad, 0);
-  rows.push([`pub/sub ${size} B (${fmt(n)} msgs)`, `${fmt(c)} msg/s`, `${fmt(p)} msg/s`, `${(p / c).toFixed(2)}x`, bad ? `${bad} BAD` : "all checked"]);
+  for (const [how, results] of [["messages()", psyne], ["recv()+drain()", drained]] as const) {
+    const p = median(results.map((r) => r.rate));
+    const bad = [...client, ...results].reduce((s, r) => s + r.bad, 0);
+    rows.push([`pub/sub ${size} B (${fmt(n)} msgs), psyne ${how}`, `${fmt(c)} msg/s`, `${fmt(p)} msg/s`, `${(p / c).toFixed(2)}x`, bad ? `${bad} BAD` : "all checked"]);
+  }
 }
 const rounds = Math.max(500, Math.round(10_000 * SCALE));
 const cl: number[] = [];

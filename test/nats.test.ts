@@ -92,6 +92,39 @@ describe("every mode over NATS, across processes", () => {
   });
 });
 
+test("close() without flush() still sends the unsent tail, and the process then exits by itself", async () => {
+  const uri = `${server.url}/${subject("tail")}`;
+  const reader = spawnBun(peer, ["consume", uri, "{}"], { stdin: "pipe" });
+  await waitForLine(reader, "ready");
+  const writer = spawnBun(peer, ["produce-close", uri, "{}", 0, 20_000]);
+  const done = await finish(writer); // no process.exit(): the open connection must not keep it alive after close()
+  expect(done.code).toBe(0);
+  const tally = new Tally();
+  await untilOutput([reader], () => tally.update([reader]).total >= 20_000, "the tail arrived");
+  reader.stdin!.end();
+  await finish(reader);
+  expect(tally.update([reader]).missing({ 0: 20_000 })).toEqual([]);
+});
+
+test("credentials pass through to the client: a token the server wants works, a wrong one is CONNECTION_FAILED", async () => {
+  const guarded = await startNats({ jetstream: false, extra: ["--auth", "s3cret"] });
+  const s = subject("auth");
+  const rx = createChannel(`${guarded.url}/${s}`, { role: "consumer", nats: { token: "s3cret" } });
+  await rx.ready({ timeout: 10_000 });
+  const tx = createChannel(`${guarded.url}/${s}`, { nats: { token: "s3cret" } });
+  tx.send("with the token");
+  await tx.flush({ timeout: 10_000 });
+  expect((await rx.recv(undefined, { timeout: 10_000 }))?.text()).toBe("with the token");
+  const wrong = createChannel(`${guarded.url}/${s}`, { nats: { token: "guess" } });
+  const error = await wrong.ready({ timeout: 10_000 }).catch((e) => e);
+  expect(error.code).toBe("CONNECTION_FAILED");
+  expect(error.message).toMatch(/authorization/i);
+  wrong.close();
+  tx.close();
+  rx.close();
+  await guarded.kill();
+});
+
 describe("interoperation with the official NATS client", () => {
   test("a plain NATS client's messages arrive as ByteVectors whose text() and json() work", async () => {
     const s = subject("from-client");

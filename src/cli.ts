@@ -158,7 +158,7 @@ async function runBridge(from: string, to: string, values: Values): Promise<numb
     to: side(values["to-mode"], values["to-durable"]),
   });
   const tty = process.stderr.isTTY;
-  console.error(`psyne: bridging ${b.from} -> ${b.to} (Ctrl-C to stop)`);
+  process.stderr.write(`psyne: bridging ${b.from} -> ${b.to} (Ctrl-C to stop)\n`);
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= b.close());
   process.on("SIGINT", stop);
@@ -172,7 +172,7 @@ async function runBridge(from: string, to: string, values: Values): Promise<numb
   await stop();
   const s = b.stats();
   if (tty) process.stderr.write("\n");
-  console.error(`psyne: bridge stopped: ${s.forwarded} message(s) forwarded${s.error ? `; ${s.error}` : ""}`);
+  process.stderr.write(`psyne: bridge stopped: ${s.forwarded} message(s) forwarded${s.error ? `; ${s.error}` : ""}\n`);
   return s.error ? 1 : 0;
 }
 

@@ -198,6 +198,8 @@ describe("bad input", () => {
       `nats://127.0.0.1:4222/${"x".repeat(256)}`,
     ])
       expect(() => createChannel(uri), uri).toThrow(InvalidChannelNameError);
+    // credentials in a URI never reach a message
+    expect(() => createChannel("nats://user:hunter2@127.0.0.1:4222/a..b")).toThrow(/nats:\/\/\*\*\*@127\.0\.0\.1:4222\/a\.\.b/);
   });
 
   test("options that do not fit NATS are typed errors naming the option", () => {

@@ -79,11 +79,14 @@ const SERVER_PATTERN = /^(?:[^@/\s,]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(
 const DURABLE_PATTERN = /^[A-Za-z0-9_-]{1,200}$/;
 const QUEUE_PATTERN = /^[A-Za-z0-9_\-:=+@~!.]{1,255}$/;
 
+/** A URI or server list with any user:password@ or token@ replaced, for messages and logs. */
+export const redact = (text: string): string => text.replace(/(^|\/\/|,)[^,/@\s]+@/g, "$1***@");
+
 /** Splits the part of a nats:// URI after the scheme into its servers and its subject. */
 export function parseNatsAddress(uri: string, address: string): { servers: string[]; subject: string } {
   const slash = address.indexOf("/");
   const hint = "expected nats://HOST:PORT/SUBJECT (several servers: nats://h1:4222,h2:4222/SUBJECT)";
-  if (slash < 0) throw new InvalidChannelNameError(`invalid NATS channel URI '${uri}': no subject; ${hint}`);
+  if (slash < 0) throw new InvalidChannelNameError(`invalid NATS channel URI '${redact(uri)}': no subject; ${hint}`);
   const hosts = address.slice(0, slash);
   const subject = address.slice(slash + 1);
   const servers = hosts === "" ? [] : hosts.split(",");
@@ -91,17 +94,18 @@ export function parseNatsAddress(uri: string, address: string): { servers: strin
     const match = SERVER_PATTERN.exec(server);
     const port = match?.[2] === undefined ? 4222 : Number(match[2]);
     if (!match || port < 1 || port > 65535)
-      throw new InvalidChannelNameError(`invalid NATS server '${server}' in '${uri}': use HOST or HOST:PORT (port 1 to 65535); ${hint}`);
+      throw new InvalidChannelNameError(`invalid NATS server '${redact(server)}' in '${redact(uri)}': use HOST or HOST:PORT (port 1 to 65535); ${hint}`);
   }
   if (subject.length === 0 || subject.length > 255 || !SUBJECT_PATTERN.test(subject))
     throw new InvalidChannelNameError(
-      `invalid NATS subject '${subject}' in '${uri}': use 1 to 255 characters, tokens of [A-Za-z0-9_-:=+@~!] separated by single dots ` +
+      `invalid NATS subject '${subject}' in '${redact(uri)}': use 1 to 255 characters, tokens of [A-Za-z0-9_-:=+@~!] separated by single dots ` +
         "(no wildcards * or >, no spaces, no empty token)",
     );
   return { servers: servers.map((s) => `nats://${s}`), subject };
 }
 
 interface Settings {
+  /** The channel's URI with credentials hidden: what messages and logs show. */
   uri: string;
   subject: string;
   mode: ChannelMode;
@@ -126,9 +130,9 @@ const notForNats: Array<[keyof ChannelOptions, string]> = [
 function settingsOf(uri: string, address: string, options: ChannelOptions): Settings {
   const { servers, subject } = parseNatsAddress(uri, address);
   for (const [key, why] of notForNats)
-    if (options[key] !== undefined) throw new ChannelConfigError(`option ${key} does not apply to ${uri}: ${why}`);
+    if (options[key] !== undefined) throw new ChannelConfigError(`option ${key} does not apply to ${redact(uri)}: ${why}`);
   if (options.open !== undefined && options.open !== "create-or-attach")
-    throw new ChannelConfigError(`open: ${describe(options.open)} does not apply to ${uri}: a NATS subject needs no creating`);
+    throw new ChannelConfigError(`open: ${describe(options.open)} does not apply to ${redact(uri)}: a NATS subject needs no creating`);
   const mode = options.mode ?? "SPSC";
   if (typeof mode !== "string" || !MODES.includes(mode))
     throw new PsyneError("INVALID_ARGUMENT", `unknown channel mode ${describe(mode)}: use one of ${MODES.join(", ")}`);
@@ -143,7 +147,7 @@ function settingsOf(uri: string, address: string, options: ChannelOptions): Sett
     if (mode !== "SPMC" && mode !== "MPMC")
       throw new ChannelConfigError(`queue applies to SPMC and MPMC consumers, not ${mode}: in ${mode} every subscriber gets every message`);
     if (durable !== undefined)
-      throw new ChannelConfigError(`queue and durable together on ${uri}: the handles of one durable consumer already share its messages`);
+      throw new ChannelConfigError(`queue and durable together on ${redact(uri)}: the handles of one durable consumer already share its messages`);
   }
   if (typeof ackWait !== "number" || !Number.isInteger(ackWait) || ackWait < 1 || ackWait > 2 ** 31 - 1)
     throw invalidArgument("ackWait", "whole milliseconds from 1 to 2^31-1", ackWait);
@@ -153,14 +157,14 @@ function settingsOf(uri: string, address: string, options: ChannelOptions): Sett
     throw invalidArgument("nats.servers", "a server URL or an array of them", extra);
   const all = [...servers, ...(extra === undefined ? [] : typeof extra === "string" ? [extra] : (extra as string[]))];
   const connection: ConnectionOptions = {
-    name: `psyne ${uri}`,
+    name: `psyne ${subject}`,
     maxReconnectAttempts: -1, // reconnect by itself, for as long as the channel is open
     reconnectTimeWait: 250,
     ...(nats as ConnectionOptions),
     ...(all.length ? { servers: [...new Set(all)] } : {}),
   };
   return {
-    uri,
+    uri: redact(uri),
     subject,
     mode: mode as ChannelMode,
     bufferSize: options.bufferSize,
@@ -364,7 +368,7 @@ class NatsTransport implements Transport {
     try {
       nc = await core.connect(this.#s.connection);
     } catch (error) {
-      const servers = [this.#s.connection.servers ?? "127.0.0.1:4222"].flat().join(", ");
+      const servers = redact([this.#s.connection.servers ?? "127.0.0.1:4222"].flat().join(","));
       throw new PsyneError(
         "CONNECTION_FAILED",
         `${this.#s.uri}: cannot connect to NATS at ${servers}: ${message(error)} ` +

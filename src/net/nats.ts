@@ -274,6 +274,7 @@ class NatsTransport implements Transport {
   #connected = false;
   #streamReady = false; // durable: the stream exists (producers may publish)
   #closed = false;
+  #ringsClosed = false; // the pumps' handles, after close() finished
   #failure: PsyneError | null = null;
   #watchers = new Set<Watcher>();
   #timers = new Set<() => void>(); // pending retry sleeps, cancelled at close
@@ -696,6 +697,7 @@ class NatsTransport implements Transport {
       if (nc && !nc.isClosed()) await nc.close();
     } finally {
       if (this.#confirmTimer !== null) clearTimeout(this.#confirmTimer);
+      this.#ringsClosed = true;
       this.#txPump.close();
       this.#rxPump.close();
       debug(this.#s.uri, "closed");
@@ -712,8 +714,8 @@ class NatsTransport implements Transport {
 
   /**
    * Something changed (a confirmation came, a retry is due): pump once the current job is done.
-   * The user's sends pump at once instead (#sent): the client only buffers a publish, and writes
-   * the buffer in one go at the end of the job (or every 32 KiB), so this costs no write per message.
+   * The user's sends (#sent) pump the first message of a job at once, for latency, and the rest at
+   * its end; the client only buffers a publish and writes its buffer once per job (or every 32 KiB).
    */
   #kick = (): void => {
     if (this.#pumpQueued) return;
@@ -721,7 +723,10 @@ class NatsTransport implements Transport {
     queueMicrotask(this.#pumpSoon);
   };
   #sent = (): void => {
-    if (!this.#closed) this.#pump();
+    if (this.#pumpQueued || this.#closed) return;
+    this.#pumpQueued = true;
+    queueMicrotask(this.#pumpSoon); // the rest of this job's sends go out together at its end...
+    this.#pump(); // ...the first leaves at once
   };
   #pumpSoon = (): void => {
     this.#pumpQueued = false;
@@ -731,7 +736,7 @@ class NatsTransport implements Transport {
   #pump(): void {
     const nc = this.#nc;
     if (!this.#connected || nc === null || this.#failure || nc.isClosed()) return; // records wait in the ring
-    if (performance.now() < this.#retryAt) return;
+    if (this.#retryAt !== 0 && performance.now() < this.#retryAt) return;
     try {
       if (this.#s.durable !== undefined) this.#pumpJetStream();
       else this.#pumpCore(nc);
@@ -793,7 +798,7 @@ class NatsTransport implements Transport {
     this.#batches++;
     nc.flush().then(
       () => {
-        if (generation !== this.#generation) return; // resent after a reconnect
+        if (generation !== this.#generation || this.#ringsClosed) return; // resent after a reconnect, or closed
         this.#batches--;
         this.#txPump.releaseTo(end);
         this.#wakeTx(WaitKind.Space);
@@ -838,7 +843,10 @@ class NatsTransport implements Transport {
           this.#jsInFlight--;
           entry.done = true;
           this.#retryDelay = RETRY_MIN_MS;
-          this.#advance();
+          if (!this.#advanceQueued) {
+            this.#advanceQueued = true; // acknowledgements come in bursts: free their records at once
+            queueMicrotask(this.#advanceSoon);
+          }
         },
         (error) => {
           if (generation !== this.#generation) return;
@@ -856,7 +864,14 @@ class NatsTransport implements Transport {
     }
   }
 
+  #advanceQueued = false;
+  #advanceSoon = (): void => {
+    this.#advanceQueued = false;
+    this.#advance();
+  };
+
   #advance(): void {
+    if (this.#ringsClosed) return; // a late acknowledgement after close() finished
     let end = -1;
     let count = 0;
     const queue = this.#publishes;

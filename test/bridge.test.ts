@@ -129,6 +129,30 @@ test("nats:// -> ipc:// keeps every type: vectors, structs, text, JSON, bytes fr
   local.close();
 });
 
+test("a bridge from an ipc:// work queue (SPMC) takes one message at a time, as one of its workers, and forwards each", async () => {
+  const name = uniqueName("queue");
+  names.push(name);
+  const subject = `psyne.queue.${name}`;
+  const tasks = createChannel(`ipc://${name}`, { mode: "SPMC", role: "producer" });
+  const out = createChannel(`${server.url}/${subject}`, { role: "consumer" });
+  await out.ready({ timeout: 10_000 });
+  const b = bridge(`ipc://${name}`, `${server.url}/${subject}`);
+  for (let i = 0; i < 200; i++) tasks.sendJson({ task: i });
+  const got: number[] = [];
+  while (got.length < 200) {
+    const m = await out.recv(undefined, { timeout: 10_000 });
+    expect(m).not.toBeNull();
+    expect(m!.type).toBe("json");
+    got.push(m!.json<{ task: number }>().task);
+  }
+  expect(got).toEqual(Array.from({ length: 200 }, (_, i) => i));
+  await tasks.flush({ timeout: 10_000 }); // the bridge took (and freed) every task
+  await b.close();
+  expect(b.stats().forwarded).toBe(200);
+  tasks.close();
+  out.close();
+});
+
 test("psyne bridge with a destination that cannot be reached stops with the reason and exit code 1", async () => {
   const name = uniqueName("nodest");
   names.push(name);

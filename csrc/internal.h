@@ -68,6 +68,7 @@ struct psy_channel {
   uint32_t held; /* holds the record at held_pos */
   uint32_t held_span;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
+  uint32_t retained; /* reads with psy_poll_retained: what it read is freed by psy_release_to only */
   psy_polled_record polled;  /* the record psy_poll/psy_peek returned */
   psy_polled_record claimed; /* the first record of the last claim (producer side) */
 

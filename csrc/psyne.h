@@ -98,9 +98,9 @@ PSY_API int32_t psy_abandon(psy_channel *ch, uint32_t index);
  * only once the far side has them. psy_poll_retained returns the next record after the one it
  * returned last, freeing nothing; psy_polled_end tells where that record ends (a position);
  * psy_release_to frees everything before such a position; psy_rewind goes back to the first
- * record not freed, to read them all again (a resend). Positions here are a position's low 52
- * bits, as doubles for FFI callers (exact, and unambiguous within a ring's span, across the 2^64
- * wrap too); compare them modulo 2^52. Not for work queues (SPMC/MPMC). */
+ * record not freed, to read them all again (a resend). Positions are doubles for FFI callers,
+ * taken modulo 2^52 so that they stay exact (compare them modulo 2^52 too: a ring's positions
+ * start anywhere). Not for work queues (SPMC/MPMC). */
 PSY_API int32_t psy_poll_retained(psy_channel *ch);
 PSY_API double psy_polled_end(const psy_channel *ch);
 PSY_API int32_t psy_release_to(psy_channel *ch, double position);

@@ -516,6 +516,7 @@ int32_t psy_poll_retained(psy_channel *ch) {
     int32_t rc = become_consumer(ch);
     if (rc) return rc;
   }
+  ch->retained = 1;
   if (ch->held) { /* move past it privately: its space stays taken until psy_release_to */
     ch->held = 0;
     ch->read_pos = ch->held_pos + ch->held_span;
@@ -523,19 +524,19 @@ int32_t psy_poll_retained(psy_channel *ch) {
   return read_next(ch);
 }
 
-/* Positions cross the FFI as doubles, so these functions take and give a position's low 52 bits
- * (exact in a double; a ring spans at most 2^30 bytes, so the low bits name one position without
- * doubt): a pump keeps working across the 2^64 wrap (PSY_TEST_START_POS). */
-#define RETAINED_MASK ((1ull << 52) - 1)
+/* Positions cross the FFI as doubles, exact only below 2^53: they travel modulo 2^52 (psyne.h),
+ * and psy_release_to takes the one within a capacity ahead of what was released. */
+#define POSITION_MASK ((UINT64_C(1) << 52) - 1)
 
-double psy_polled_end(const psy_channel *ch) { return (double)((ch->held_pos + ch->held_span) & RETAINED_MASK); }
+double psy_polled_end(const psy_channel *ch) { return (double)((ch->held_pos + ch->held_span) & POSITION_MASK); }
 
 int32_t psy_release_to(psy_channel *ch, double position) {
-  uint64_t low = (uint64_t)position, limit = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
-  uint64_t to = ch->read_published + ((low - ch->read_published) & RETAINED_MASK);
-  if (work_queue(ch) || !(position >= 0) || (double)low != position || low > RETAINED_MASK || to - ch->read_published > limit - ch->read_published)
-    return psy_fail(PSY_E_INVALID_ARG, "channel %s: cannot release to position %.0f: released %llu, read %llu (low 52 bits)", ch->path + 7,
-                    position, (unsigned long long)(ch->read_published & RETAINED_MASK), (unsigned long long)(limit & RETAINED_MASK));
+  uint64_t limit = ch->held ? ch->held_pos + ch->held_span : ch->read_pos;
+  int valid = position >= 0 && position <= (double)POSITION_MASK && (double)(uint64_t)position == position;
+  uint64_t to = ch->read_published + (((uint64_t)(valid ? position : 0) - ch->read_published) & POSITION_MASK);
+  if (work_queue(ch) || !valid || to - ch->read_published > limit - ch->read_published)
+    return psy_fail(PSY_E_INVALID_ARG, "channel %s: cannot release to position %.0f: released %llu, read %llu", ch->path + 7,
+                    position, (unsigned long long)ch->read_published, (unsigned long long)limit);
   if (to == ch->read_published) return 0;
   ch->read_published = to;
   if (ch->held && to == limit) ch->held = 0, ch->read_pos = to;
@@ -553,8 +554,8 @@ int32_t psy_rewind(psy_channel *ch) {
 }
 
 double psy_released_position(const psy_channel *ch) {
-  if (ch->mode == PSY_BROADCAST) return (double)(load64(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_READ_POS)) & RETAINED_MASK);
-  return (double)(load64(u64_at(ch, PSY_OFF_HEAD)) & RETAINED_MASK);
+  if (ch->mode == PSY_BROADCAST) return (double)(load64(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_READ_POS)) & POSITION_MASK);
+  return (double)(load64(u64_at(ch, PSY_OFF_HEAD)) & POSITION_MASK);
 }
 
 const psy_polled_record *psy_polled(const psy_channel *ch) { return &ch->polled; }
@@ -731,6 +732,7 @@ void ring_close(psy_channel *ch) {
       notify_waiters(ch, PSY_WAIT_DATA);
     }
   }
+  if (ch->retained) psy_rewind(ch); /* what was read but not released stays for the next consumer */
   psy_release(ch);
   if (ch->roles & PSY_ROLE_PRODUCER) { /* unsent messages must not hold back the ones sent after them */
     for (uint32_t i = 0; i < ch->pending_count; i++) {

@@ -3,7 +3,7 @@
 // Exit codes: 0 done, 1 the operation failed (not found, corrupt, ...), 2 bad usage.
 import { parseArgs } from "node:util";
 import { PEEK } from "./core/channel";
-import { createChannel, type Message, PsyneError } from "./index";
+import { bridge, type ChannelMode, createChannel, type Message, PsyneError } from "./index";
 import { type ChannelInfo, inspectChannel, installSignalHandlers, listChannels, removeStaleChannels } from "./core/ops";
 
 const USAGE = `usage: psyne <command> [options]
@@ -15,14 +15,23 @@ commands:
   rm NAME            remove a channel (attached processes keep their mapping)
   gc                 remove stale channels: no live process attached (--prefix P: only names starting with P)
   bench              run the throughput benchmark (bench/throughput.ts)
+  bridge FROM TO     move every message from channel FROM to channel TO (any kinds: ipc://, nats://, ...),
+                     types kept; a message leaves FROM only once TO accepted it (at-least-once)
 
 options:
   --json             machine-readable output (one JSON document; tail: one per line)
   --count N          tail: stop after N messages
   --timeout MS       tail: stop after MS milliseconds without a message
+  --from-mode MODE   bridge: FROM's mode (SPSC, MPSC, SPMC, MPMC, BROADCAST; an ipc:// channel's own by default)
+  --to-mode MODE     bridge: TO's mode
+  --from-durable N   bridge: consume a nats:// FROM through JetStream durable consumer N
+  --to-durable N     bridge: publish to a nats:// TO through JetStream (stored, confirmed)
+  --queue Q          bridge: the queue group of an SPMC/MPMC nats:// FROM
+  --ack-wait MS      bridge: ackWait of --from-durable
   -h, --help         this help
 
-NAME is a channel name (sensor_data) or URI (ipc://sensor_data).`;
+NAME is a channel name (sensor_data) or URI (ipc://sensor_data).
+Example: psyne bridge ipc://sensor_data nats://127.0.0.1:4222/sensors --to-durable sensors`;
 
 class UsageError extends Error {}
 
@@ -35,6 +44,12 @@ function parse() {
         count: { type: "string" },
         timeout: { type: "string" },
         prefix: { type: "string" },
+        "from-mode": { type: "string" },
+        "to-mode": { type: "string" },
+        "from-durable": { type: "string" },
+        "to-durable": { type: "string" },
+        queue: { type: "string" },
+        "ack-wait": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -127,12 +142,50 @@ async function tail(name: string, json: boolean, count: number, timeoutMs: numbe
   return 0;
 }
 
+type Values = ReturnType<typeof parse>["values"];
+
+/** Runs a bridge until Ctrl-C (or SIGTERM): progress on a terminal, a summary at the end. */
+async function runBridge(from: string, to: string, values: Values): Promise<number> {
+  const uri = (name: string) => (name.includes("://") ? name : `ipc://${name}`);
+  const ackWait = values["ack-wait"] === undefined ? undefined : Number(values["ack-wait"]);
+  if (ackWait !== undefined && !(Number.isInteger(ackWait) && ackWait > 0)) throw new UsageError(`--ack-wait needs a whole number of milliseconds, got ${values["ack-wait"]}`);
+  const side = (mode: string | undefined, durable: string | undefined) => ({
+    ...(mode === undefined ? {} : { mode: mode.toUpperCase() as ChannelMode }),
+    ...(durable === undefined ? {} : { durable }),
+  });
+  const b = bridge(uri(from), uri(to), {
+    from: { ...side(values["from-mode"], values["from-durable"]), ...(values.queue ? { queue: values.queue } : {}), ...(ackWait ? { ackWait } : {}) },
+    to: side(values["to-mode"], values["to-durable"]),
+  });
+  const tty = process.stderr.isTTY;
+  process.stderr.write(`psyne: bridging ${b.from} -> ${b.to} (Ctrl-C to stop)\n`);
+  let stopping: Promise<void> | null = null;
+  const stop = () => (stopping ??= b.close());
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  for (;;) {
+    await Promise.race([Bun.sleep(1000), stopping ?? new Promise(() => {})]);
+    const s = b.stats();
+    if (tty) process.stderr.write(`\r\x1b[K${s.forwarded} forwarded, ${s.rate} msg/s, ${s.inFlight} in flight, ${kib(s.sourceBacklog)} waiting in the source`);
+    if (stopping || !s.running) break;
+  }
+  await stop();
+  const s = b.stats();
+  if (tty) process.stderr.write("\n");
+  process.stderr.write(`psyne: bridge stopped: ${s.forwarded} message(s) forwarded${s.error ? `; ${s.error}` : ""}\n`);
+  return s.error ? 1 : 0;
+}
+
 async function main(): Promise<number> {
   const { values, positionals } = parse();
   const [command, name = "", ...extra] = positionals;
   if (values.help || !command) {
     console.log(USAGE);
     return command || values.help ? 0 : 2;
+  }
+  if (command === "bridge") {
+    if (!name || extra.length !== 1) throw new UsageError("bridge needs FROM and TO, e.g. psyne bridge ipc://sensor_data nats://127.0.0.1:4222/sensors");
+    return runBridge(name, extra[0]!, values);
   }
   const needsName = ["stat", "tail", "rm"].includes(command);
   if (needsName && !name) throw new UsageError(`${command} needs a channel NAME`);

@@ -58,3 +58,19 @@ for (const [script, says, channel] of [
     if (channel) expect(segments(channel.replace("PID", String(child.pid)))).toEqual([]);
   });
 }
+
+// Beyond one machine: each NATS example starts its own nats-server (a real one, on a free loopback
+// port) when NATS_URL is not set, and stops it.
+for (const [script, says, channel] of [
+  ["nats/sensor_demo.ts", "received 1000/1000 in order over NATS, every value checked", null],
+  ["nats/task_queue.ts", "task queue over NATS: 600/600 tasks done, 0 wrong results", null],
+  ["nats/c_bridge.ts", "1000/1000 FloatVectors from C over ipc:// -> bridge -> nats://, every value checked", "sensor_data_bridge_PID"],
+] as const) {
+  test(`examples/${script} says: ${says}`, async () => {
+    const child = spawnBun(example(script), [], { timeoutMs: 60_000, env: { NATS_URL: "" } });
+    const result = await finish(child);
+    expect(result.stdout).toContain(says);
+    expect(result.code).toBe(0);
+    if (channel) expect(segments(channel.replace("PID", String(child.pid)))).toEqual([]);
+  });
+}

@@ -30,6 +30,7 @@ const implemented = [
   "connect",
   "ProcessPool",
   "RemoteError",
+  "bridge",
 ];
 const notYet: string[] = [];
 

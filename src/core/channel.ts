@@ -126,7 +126,10 @@ export interface NetworkStats {
   reordered?: number;
 }
 
-export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode } & NetworkStats;
+export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: ChannelMode } & NetworkStats & {
+  /** A network channel's own counters (nats://: connection state, messages dropped as malformed, ...). */
+  network?: Readonly<Record<string, number | string | boolean | null>>;
+};
 
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
@@ -197,6 +200,15 @@ export const MESSAGE_LIMIT = Symbol("psyne.messageLimit");
 
 /** Internal: observe a channel without consuming (see Channel[PEEK]). */
 export const PEEK = Symbol("psyne.peek");
+
+/** Internal: retained reading for bridges and pumps (see Channel[POLL_RETAINED]). */
+export const POLL_RETAINED = Symbol("psyne.pollRetained");
+export const RELEASE_TO = Symbol("psyne.releaseTo");
+export const RECV_RETAINED = Symbol("psyne.recvRetained");
+
+/** Internal: a transport whose connection failed for good rejects the waits parked on its rings with its error. */
+export const FAIL_WAITS = Symbol("psyne.failWaits");
+
 
 const openChannels = new Set<Channel>();
 let exitHookInstalled = false;
@@ -546,6 +558,53 @@ export class Channel implements MessageChannel {
 
   [BUFFER](): ArrayBuffer {
     return this.#buffer;
+  }
+
+  /**
+   * Retained reading (a bridge forwarding to another channel): the next message after the last
+   * one this returned, freeing nothing, with the position where it ends (modulo 2^52); null when
+   * there is none. Its space stays taken until [RELEASE_TO] passes it, so a consumer that dies
+   * first leaves it to the next one. SPSC, MPSC and BROADCAST only (throws INVALID_STATE for a
+   * work queue); not mixed with receive() on the same handle.
+   */
+  [POLL_RETAINED](): { message: Message; end: number } | null {
+    if (this.#net) return this.#net.receiver()[POLL_RETAINED]();
+    const handle = this.#open();
+    const index = lib.psy_poll_retained(handle);
+    if (index < 0) {
+      if (index === NativeCode.EMPTY) return null;
+      throw fromNative(index, lastError());
+    }
+    const length = this.#polled[1]!;
+    const typeId = this.#polled[2]!;
+    const type = typeById(typeId) ?? ByteVector;
+    const start = this.#payloadBase + index;
+    const meta = CHECKED
+      ? makeMeta(this, type, typeId, MessageState.Received, this.#buffer.slice(start, start + length), 0, length, start)
+      : makeMeta(this, type, typeId, MessageState.Received, this.#buffer, start, length, start);
+    return { message: type.view(meta), end: lib.psy_polled_end(handle) };
+  }
+
+  /** [POLL_RETAINED], waiting (parked, as recv() does) until there is a message; null on timeout. */
+  async [RECV_RETAINED](options?: WaitOptions): Promise<{ message: Message; end: number } | null> {
+    if (this.#net) return this.#net.receiver()[RECV_RETAINED](options);
+    const { timeout, signal } = checkWaitOptions(options, "recv()");
+    if (signal?.aborted) throw signal.reason;
+    const attempt = () => this[POLL_RETAINED]();
+    return attempt() ?? this.#spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+  }
+
+  /** Frees every message [POLL_RETAINED] returned up to the one ending at `end`. */
+  [RELEASE_TO](end: number): void {
+    if (this.#net) return this.#net.receiver()[RELEASE_TO](end);
+    const rc = lib.psy_release_to(this.#open(), end);
+    if (rc < 0) throw fromNative(rc, lastError());
+    if (this.#afterRelease !== null) this.#afterRelease();
+  }
+
+  /** Rejects every wait parked on this handle with `error`; the handle stays open. */
+  [FAIL_WAITS](error: Error): void {
+    this.#parking?.failAll(error);
   }
 
   /**
@@ -938,7 +997,7 @@ export class Channel implements MessageChannel {
     this.#checkNotReceiving("receiveSync()");
     const deadline = performance.now() + timeout;
     for (;;) {
-      const message = this.#receive(type) ?? spin(() => this.#receive(type));
+      const message = this.#receive(type) ?? this.#spin(() => this.#receive(type));
       if (message) return message;
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;

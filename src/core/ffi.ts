@@ -43,7 +43,7 @@ const symbols = {
   psy_unflushed: { args: [P], returns: f64 },
   psy_peek: { args: [P], returns: i32 },
   psy_peek_intact: { args: [P], returns: i32 },
-  // retained reading, for the network pumps (src/net/): positions are their low 52 bits
+  // retained reading, for network pumps and bridges (positions modulo 2^52, see psyne.h)
   psy_poll_retained: { args: [P], returns: i32 },
   psy_polled_end: { args: [P], returns: f64 },
   psy_release_to: { args: [P, f64], returns: i32 },

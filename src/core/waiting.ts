@@ -210,6 +210,13 @@ export class Parking {
     }
   }
 
+
+
+  /** Rejects everything parked with `error` (a network channel whose connection failed for good). */
+  failAll(error: unknown): void {
+    for (const p of this.#queues.flat()) p.fail(error);
+  }
+
   /** Rejects everything parked, then stops and joins the waiter threads: no callback after this. */
   close(uri: string): void {
     if (this.#closed) return;

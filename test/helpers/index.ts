@@ -32,6 +32,7 @@ interface Output {
   changed: () => Promise<void>;
 }
 const outputs = new WeakMap<Subprocess, Output>();
+const outputEnded = new WeakSet<Subprocess>(); // both of its pipes closed: it prints nothing more
 
 function collect(child: Child): Output {
   let wake: () => void = () => {};
@@ -45,7 +46,10 @@ function collect(child: Child): Output {
       next = new Promise<void>((r) => (wake = r));
     }
   };
-  output.done = Promise.all([pump(child.stdout, "stdout"), pump(child.stderr, "stderr")]).then(() => wake());
+  output.done = Promise.all([pump(child.stdout, "stdout"), pump(child.stderr, "stderr")]).then(() => {
+    outputEnded.add(child);
+    wake();
+  });
   return output;
 }
 
@@ -126,6 +130,17 @@ export async function stdoutLine(child: Subprocess, index: number): Promise<stri
 
 /** Everything a child printed on stderr so far. */
 export const stderrOf = (child: Subprocess): string => outputs.get(child)!.stderr;
+/** Everything a child printed on stdout so far. */
+export const stdoutOf = (child: Subprocess): string => outputs.get(child)!.stdout;
+
+/** Waits until `test()` holds, re-checking whenever one of `children` prints something (bounded by their timeouts). */
+export async function untilOutput(children: Subprocess[], test: () => boolean, what = "the condition"): Promise<void> {
+  while (!test()) {
+    const live = children.filter((c) => !outputEnded.has(c));
+    if (live.length === 0) throw new Error(`every child ended before ${what}; they printed: ${children.map((c) => outputs.get(c)!.stdout + outputs.get(c)!.stderr).join("\n---\n")}`);
+    await Promise.race(live.map((c) => Promise.race([outputs.get(c)!.changed(), outputs.get(c)!.done])));
+  }
+}
 
 /** Kills and awaits every child still running: call in afterEach. */
 export async function reapChildren(): Promise<void> {

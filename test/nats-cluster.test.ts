@@ -1,0 +1,43 @@
+// A 3-server NATS cluster on loopback stands in for three machines: a producer on server 1,
+// consumers on servers 2 and 3; server 2 is SIGKILLed mid-stream. Its consumer moves to another
+// server by itself, and durable delivery loses nothing.
+import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { fixture, finish, reapChildren, report, spawnBun, uniqueName, untilOutput, waitForLine } from "./helpers";
+import { startCluster, stopAllNats, Tally } from "./helpers/nats";
+
+setDefaultTimeout(90_000);
+afterEach(reapChildren);
+afterAll(stopAllNats);
+
+const peer = fixture("nats_peer.ts");
+
+test("producer on server 1, consumers on servers 2 and 3, server 2 killed mid-stream: the consumers carry on, nothing lost", async () => {
+  const [s1, s2, s3] = await startCluster();
+  const subject = `psyne.cluster.${uniqueName("c")}`;
+  const N = 10_000;
+  const options = JSON.stringify({ mode: "SPMC", durable: "workers", ackWait: 2000 });
+  // each consumer knows only its own server: it learns the others from the cluster
+  const consumers = [s2!, s3!].map((s) => spawnBun(peer, ["consume", `${s.url}/${subject}`, options], { stdin: "pipe", timeoutMs: 80_000 }));
+  await Promise.all(consumers.map((c) => waitForLine(c, "ready")));
+  const producer = spawnBun(peer, ["produce", `${s1!.url}/${subject}`, JSON.stringify({ durable: "producer" }), 0, N], { timeoutMs: 80_000 });
+  const tally = new Tally();
+  await untilOutput(consumers, () => tally.update(consumers).total >= N / 4, "a quarter of the stream arrived");
+  await s2!.kill();
+  await untilOutput(consumers, () => tally.update(consumers).distinctTotal >= N, "every message arrived");
+  expect(report<{ sent: number }>(await finish(producer)).sent).toBe(N);
+  for (const c of consumers) c.stdin!.end();
+  const reports = await Promise.all(consumers.map(async (c) => report<{ broken: number; network: { reconnects: number; server: string } }>(await finish(c))));
+  expect(reports.map((r) => r.broken)).toEqual([0, 0]);
+  expect(reports[0]!.network.reconnects).toBeGreaterThanOrEqual(1); // server 2's consumer moved over
+  expect(reports[0]!.network.server).not.toBe(`127.0.0.1:${s2!.port}`);
+  expect(tally.update(consumers).missing({ 0: N })).toEqual([]);
+  // the stream psyne made is replicated on all three servers
+  const nc = await connect({ servers: s1!.url });
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(await jsm.streams.find(subject));
+  expect(info.config.num_replicas).toBe(3);
+  await nc.close();
+  console.log(`cluster: ${tally.total} deliveries of ${N} messages (${tally.duplicates()} duplicates)`);
+});

@@ -18,6 +18,7 @@ import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
 import { sweepSoon } from "./cleanup";
 import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
+import { FLY_ABANDON, FLY_CLAIM, FLY_CLAIM_ASYNC, FLY_COMMIT, FLY_POLL, FLY_RELEASE, FLY_VIEW, type FlyType, UNHOLD, type Unholdable } from "./flyweight";
 import {
   ALLOC,
   ALLOC_ASYNC,
@@ -25,6 +26,7 @@ import {
   BUFFER,
   ByteVector,
   CHECKED,
+  channelView,
   checkMessageType,
   DISCARD,
   JsonType,
@@ -37,6 +39,7 @@ import {
   type MessageMeta,
   MessageState,
   type MessageType,
+  RECEIVE_SIDE,
   RELEASE,
   retire,
   TextType,
@@ -94,6 +97,9 @@ export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: C
 
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
+
+// layout constants the per-message path uses: `layout` is a Proxy (about 19 ns a read)
+const REC_HEADER = layout.REC_HEADER;
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -193,6 +199,7 @@ export class Channel implements MessageChannel {
   #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
   #claimedBuffer: ArrayBuffer;
   #held: Message | null = null; // the received message this handle holds
+  #reader: Unholdable | null = null; // or the T.reader positioned on the record this handle holds
   #payloadBase: number; // buffer offset of ring index 0's payload
   #parking: Parking | null = null; // async waits, made on first use
   #bytes: Uint8Array | null = null; // the whole mapping, for the batch calls
@@ -222,6 +229,7 @@ export class Channel implements MessageChannel {
       this.mode = net.mode;
       this.bufferSize = net.bufferSize;
       this[SEND_SIDE] = () => net.sender();
+      this[RECEIVE_SIDE] = () => net.receiver();
       trackOpen(this);
       return;
     }
@@ -291,6 +299,8 @@ export class Channel implements MessageChannel {
 
   /** A network channel's messages are allocated in its local send ring (messages.ts checkChannel). */
   [SEND_SIDE]?: () => Channel;
+  /** ...and its T.reader reads its local receive ring. */
+  [RECEIVE_SIDE]?: () => Channel;
 
   /** Internal: a transport's notifications from one of its local rings (see #afterSend). */
   [TRANSPORT_HOOKS](afterSend: (() => void) | null, afterRelease: (() => void) | null): void {
@@ -319,7 +329,7 @@ export class Channel implements MessageChannel {
 
   /** Claims a record for a new message (new T(channel, n)); see #claim. */
   [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
-    this.#checkSendOrder(`allocating a ${type.typeName}`);
+    if (this.#parking !== null) this.#checkSendOrder(`allocating a ${type.typeName}`);
     return this.#claim(byteLength, type, orNull);
   }
 
@@ -327,7 +337,7 @@ export class Channel implements MessageChannel {
   #claim(byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
     const handle = this.#open();
     // checked here, not only in C: the C side takes a u32, and 2^32 bytes would wrap to a small size
-    const index = byteLength > this.bufferSize - layout.REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
+    const index = byteLength > this.bufferSize - REC_HEADER ? NativeCode.TOO_LARGE : lib.psy_claim(handle, byteLength, type.typeId);
     if (index >= 0) return this.#payloadBase + index;
     if (index === NativeCode.FULL) {
       if (orNull) return -1;
@@ -473,6 +483,81 @@ export class Channel implements MessageChannel {
 
   [BUFFER](): ArrayBuffer {
     return this.#buffer;
+  }
+
+  // ---- flyweights: T.writer(channel), T.reader(channel) (src/core/flyweight.ts) ---------------
+
+  [FLY_VIEW](): DataView {
+    return channelView(this.#buffer);
+  }
+
+  [FLY_CLAIM](type: FlyType): number {
+    if (this.#parking !== null) this.#checkSendOrder(`claim() of a ${type.typeName} writer`);
+    return this.#claim(type.byteLength, type, true);
+  }
+
+  async [FLY_CLAIM_ASYNC](type: FlyType, options: { timeout: number | undefined; signal: AbortSignal | undefined }): Promise<number> {
+    const { timeout, signal } = options;
+    this.#open();
+    if (signal?.aborted) throw signal.reason;
+    const byteLength = type.byteLength;
+    if (byteLength > this.bufferSize - REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    const attempt = (): number | null => {
+      const offset = this.#claim(byteLength, type, true);
+      return offset < 0 ? null : offset;
+    };
+    if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
+      const offset = attempt() ?? spin(attempt);
+      if (offset !== null) return offset;
+    }
+    const offset = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
+    if (offset !== null) return offset;
+    this.#open();
+    throw this.#fullError(byteLength, `still full after ${timeout} ms`);
+  }
+
+  [FLY_COMMIT](offset: number): void {
+    this.#open();
+    this.#commitAt(offset);
+  }
+
+  [FLY_ABANDON](offset: number): void {
+    const rc = lib.psy_abandon(this.#open(), offset - this.#payloadBase);
+    if (rc < 0) throw fromNative(rc, lastError());
+  }
+
+  /** The next message for `reader`, releasing the one this handle held: its payload offset, or -1. */
+  [FLY_POLL](reader: Unholdable, type: FlyType): number {
+    const handle = this.#open();
+    if (this.#receiving !== null) this.#checkNotReceiving(`next() of a ${type.typeName} reader`);
+    if (this.#held !== null || this.#reader !== null) this.#dropHeld();
+    const index = lib.psy_poll(handle); // releases the message before it
+    if (this.#afterRelease !== null) this.#afterRelease();
+    if (index < 0) {
+      if (index === NativeCode.EMPTY) return -1;
+      throw fromNative(index, lastError());
+    }
+    const polled = this.#polled;
+    if (polled[2] !== type.typeId || polled[1]! < type.byteLength) {
+      lib.psy_unpoll(handle);
+      const typeId = polled[2]!;
+      const actual = typeId !== type.typeId ? (typeById(typeId)?.typeName ?? `type#${typeId}`) : `${polled[1]}-byte message`;
+      throw new MessageTypeError(
+        `the next message on ${this.uri} is a ${actual}, not a ${type.typeName} (${type.byteLength} bytes); it stays in the channel (receive() without a type takes any)`,
+        type.typeName,
+        actual,
+      );
+    }
+    this.#reader = reader;
+    return this.#payloadBase + index;
+  }
+
+  [FLY_RELEASE](reader: Unholdable): void {
+    if (this.#reader !== reader) return; // another receive on this handle released it already
+    this.#reader = null;
+    const rc = lib.psy_release(this.#open());
+    if (rc < 0) throw fromNative(rc, lastError());
+    if (this.#afterRelease !== null) this.#afterRelease();
   }
 
   /**
@@ -910,12 +995,17 @@ export class Channel implements MessageChannel {
     return count;
   }
 
-  /** Marks the held message released (the C side frees it at the next poll or release). */
+  /** Marks the held message released, or moves a reader off it (the C side frees it at the next poll or release). */
   #dropHeld(): void {
     const held = this.#held;
     if (held !== null) {
       this.#held = null;
       retire(held[META], MessageState.Released);
+    }
+    const reader = this.#reader;
+    if (reader !== null) {
+      this.#reader = null;
+      reader[UNHOLD]();
     }
   }
 

@@ -4,6 +4,7 @@
 // INVALID_STATE; in checked mode (PSYNE_CHECKED=1) the elements do too (see CHECKED).
 import { checkUint32, describe, invalidArgument } from "./check";
 import { PsyneError } from "./errors";
+import { type FieldArray, type FieldLayout, type FlyweightChannel, flyweightClasses, type StructReader, type StructWriter, type WritableFieldArray } from "./flyweight";
 import { layout } from "./layout";
 
 /**
@@ -31,6 +32,8 @@ export interface AllocOptions {
 
 /** A channel whose messages live in another channel: a network channel's local send ring. */
 export const SEND_SIDE = Symbol("psyne.sendSide");
+/** The channel a network channel receives from: its local receive ring (for T.reader). */
+export const RECEIVE_SIDE = Symbol("psyne.receiveSide");
 
 export interface MessageChannel {
   [SEND_SIDE]?(): MessageChannel;
@@ -335,14 +338,19 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     static get [Symbol.species]() {
       return Base;
     }
-    declare [META]: MessageMeta;
+    // a private field, read through the [META] getter below: adding a symbol-keyed property to a
+    // typed array costs about 30 ns (a slow path that grows its storage), a private field about 8
+    #meta: MessageMeta;
+    get [META](): MessageMeta {
+      return this.#meta;
+    }
 
     constructor(channel: MessageChannel, length: number) {
       let meta = pendingMeta;
       if (meta) pendingMeta = null;
       else meta = allocMeta(checkChannel(typeName, channel), Vector, checkCount(typeName, length) * elementSize);
       super(meta.buffer, meta.byteOffset, (meta.byteLength / elementSize) | 0);
-      this[META] = meta;
+      this.#meta = meta;
     }
 
     static view(meta: MessageMeta): Message {
@@ -423,8 +431,27 @@ export type StructFields<F extends Record<string, FieldSpec>> = {
   [K in keyof F]: F[K] extends [infer S, number] ? ArrayValue<S> : F[K] extends Scalar ? ScalarValue<F[K]> : never;
 };
 
+/** A writer's fields: scalars as on an instance, arrays as indexed accessors. */
+export type WriterFields<F extends Record<string, FieldSpec>> = {
+  [K in keyof F]: F[K] extends [string, number] ? WritableFieldArray : F[K] extends Scalar ? ScalarValue<F[K]> : never;
+};
+/** A reader's fields: read-only. */
+export type ReaderFields<F extends Record<string, FieldSpec>> = {
+  readonly [K in keyof F]: F[K] extends [string, number] ? FieldArray : F[K] extends Scalar ? ScalarValue<F[K]> : never;
+};
+
 export interface StructClass<F extends Record<string, FieldSpec>> extends MessageClass<StructFields<F> & Message> {
   new (channel: MessageChannel): StructFields<F> & Message;
+  /**
+   * One reusable object that writes messages of this type in place (no object per message):
+   * claim() (false when full) or await claimAsync(), write its fields, send().
+   */
+  writer(channel: MessageChannel): StructWriter & WriterFields<F>;
+  /**
+   * One reusable object that reads messages of this type in place: next() (false when empty,
+   * MessageTypeError as receive(T)), read its fields, and next() again or release().
+   */
+  reader(channel: MessageChannel): StructReader & ReaderFields<F>;
   /** Allocates one, waiting while the channel is full (ChannelFullError on timeout). */
   allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<StructFields<F> & Message>;
   readonly byteLength: number;
@@ -446,6 +473,21 @@ const arrayCtor = {
   f32: Float32Array,
   f64: Float64Array,
 } as const;
+
+// One DataView per channel mapping, shared by every struct message over it (a DataView costs
+// about 25 ns to make); a copy or a checked-mode message has a buffer and a DataView of its own.
+const channelViews = new WeakMap<ArrayBuffer, DataView>();
+let lastBuffer: ArrayBuffer | null = null;
+let lastView: DataView = new DataView(new ArrayBuffer(0));
+export function channelView(buffer: ArrayBuffer): DataView {
+  if (buffer !== lastBuffer) {
+    let view = channelViews.get(buffer);
+    if (view === undefined) channelViews.set(buffer, (view = new DataView(buffer)));
+    lastBuffer = buffer;
+    lastView = view;
+  }
+  return lastView;
+}
 
 function fnv1a(text: string): number {
   let hash = 2166136261;
@@ -551,6 +593,12 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
   if (typeId < 256) typeId += 256; // ids below 256 are psyne's own
 
   let viewing: MessageMeta | null = null;
+  const flyweights = flyweightClasses(
+    { typeName: name, typeId, byteLength },
+    layoutOf as FieldLayout,
+    (channel) => ((channel as unknown as MessageChannel)[SEND_SIDE]?.() ?? channel) as FlyweightChannel,
+    (channel) => ((channel as { [RECEIVE_SIDE]?(): unknown })[RECEIVE_SIDE]?.() ?? channel) as FlyweightChannel,
+  );
   class Struct {
     static readonly typeName = name;
     static readonly typeId = typeId;
@@ -565,7 +613,7 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
       if (meta) viewing = null;
       else meta = allocMeta(checkChannel(name, channel), Struct, byteLength);
       this[META] = meta;
-      this.view = new DataView(meta.buffer);
+      this.view = CHECKED || meta.recordOffset < 0 ? new DataView(meta.buffer) : channelView(meta.buffer);
     }
 
     get byteLength(): number {
@@ -588,6 +636,14 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
 
     static byteLengthFor(): number {
       return byteLength;
+    }
+
+    static writer(channel: MessageChannel): StructWriter {
+      return flyweights.writer(channel);
+    }
+
+    static reader(channel: MessageChannel): StructReader {
+      return flyweights.reader(channel);
     }
 
     static allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<Message> {

@@ -18,7 +18,7 @@ import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
 import { sweepSoon } from "./cleanup";
 import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
-import { FLY_ABANDON, FLY_CLAIM, FLY_CLAIM_ASYNC, FLY_COMMIT, FLY_POLL, FLY_RELEASE, FLY_VIEW, type FlyType, UNHOLD, type Unholdable } from "./flyweight";
+import { FLY_ABANDON, FLY_CLAIM, FLY_CLAIM_ASYNC, FLY_COMMIT, FLY_POLL, FLY_POLL_ASYNC, FLY_RELEASE, FLY_VIEW, type FlyType, UNHOLD, type Unholdable } from "./flyweight";
 import {
   ALLOC,
   ALLOC_ASYNC,
@@ -528,8 +528,12 @@ export class Channel implements MessageChannel {
 
   /** The next message for `reader`, releasing the one this handle held: its payload offset, or -1. */
   [FLY_POLL](reader: Unholdable, type: FlyType): number {
-    const handle = this.#open();
     if (this.#receiving !== null) this.#checkNotReceiving(`next() of a ${type.typeName} reader`);
+    return this.#flyPoll(reader, type);
+  }
+
+  #flyPoll(reader: Unholdable, type: FlyType): number {
+    const handle = this.#open();
     if (this.#held !== null || this.#reader !== null) this.#dropHeld();
     const index = lib.psy_poll(handle); // releases the message before it
     if (this.#afterRelease !== null) this.#afterRelease();
@@ -550,6 +554,25 @@ export class Channel implements MessageChannel {
     }
     this.#reader = reader;
     return this.#payloadBase + index;
+  }
+
+  /** FLY_POLL, waiting (as recv(), and the handle's pending receive meanwhile): -1 on timeout. */
+  async [FLY_POLL_ASYNC](reader: Unholdable, type: FlyType, options: { timeout: number | undefined; signal: AbortSignal | undefined }): Promise<number> {
+    const { timeout, signal } = options;
+    this.#open();
+    this.#checkNotReceiving(`nextAsync() of a ${type.typeName} reader`);
+    if (signal?.aborted) throw signal.reason;
+    const attempt = (): number | null => {
+      const offset = this.#flyPoll(reader, type);
+      return offset < 0 ? null : offset;
+    };
+    this.#receiving = "nextAsync()";
+    try {
+      const offset = attempt() ?? spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+      return offset ?? -1;
+    } finally {
+      queueMicrotask(this.#endRecv);
+    }
   }
 
   [FLY_RELEASE](reader: Unholdable): void {

@@ -19,6 +19,7 @@ export const FLY_CLAIM_ASYNC = Symbol("psyne.flyClaimAsync");
 export const FLY_COMMIT = Symbol("psyne.flyCommit");
 export const FLY_ABANDON = Symbol("psyne.flyAbandon");
 export const FLY_POLL = Symbol("psyne.flyPoll");
+export const FLY_POLL_ASYNC = Symbol("psyne.flyPollAsync");
 export const FLY_RELEASE = Symbol("psyne.flyRelease");
 export const FLY_VIEW = Symbol("psyne.flyView");
 /** The channel calls reader[UNHOLD]() when something else on the handle released its record. */
@@ -39,6 +40,8 @@ export interface FlyweightChannel {
   [FLY_ABANDON](offset: number): void;
   /** Takes the next message for `reader` (releasing the one before): its payload offset, or -1 when empty. */
   [FLY_POLL](reader: Unholdable, type: FlyType): number;
+  /** FLY_POLL, waiting for a message: -1 on timeout. */
+  [FLY_POLL_ASYNC](reader: Unholdable, type: FlyType, options: CheckedWaitOptions): Promise<number>;
   [FLY_RELEASE](reader: Unholdable): void;
   /** The DataView of the whole mapping. */
   [FLY_VIEW](): DataView;
@@ -218,6 +221,8 @@ export interface StructWriter {
 export interface StructReader {
   /** Positions the reader on the next message, releasing the one before; false when there is none. */
   next(): boolean;
+  /** next(), waiting for a message (parked, as recv()): false when `timeout` ms pass first; rejects with the signal's reason on abort. */
+  nextAsync(options?: { timeout?: number | undefined; signal?: AbortSignal | undefined }): Promise<boolean>;
   /** Releases the message the reader is on (nothing when it is on none). */
   release(): void;
   /** The reader is on a message. */
@@ -325,6 +330,17 @@ export function flyweightClasses(
       this[AT] = -1;
       this[VIEW] = READER_OUTSIDE;
       const at = this[RING][FLY_POLL](this, type);
+      if (at < 0) return false;
+      this[AT] = at;
+      this[VIEW] = this[RING_VIEW];
+      return true;
+    }
+
+    async nextAsync(options?: { timeout?: number | undefined; signal?: AbortSignal | undefined }): Promise<boolean> {
+      const checked = checkWaitOptions(options, `${name} reader nextAsync()`);
+      this[AT] = -1;
+      this[VIEW] = READER_OUTSIDE;
+      const at = await this[RING][FLY_POLL_ASYNC](this, type, checked);
       if (at < 0) return false;
       this[AT] = at;
       this[VIEW] = this[RING_VIEW];

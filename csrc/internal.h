@@ -21,6 +21,8 @@
 
 /* Claims not yet committed, in claim order; a handle may have this many unsent messages or batches. */
 #define PSY_MAX_PENDING 64u
+/* Messages psy_poll_block takes at most at once. */
+#define PSY_BLOCK_MAX 256u
 #define PSY_WAIT_KINDS 3
 
 typedef struct psy_waiter psy_waiter;
@@ -68,6 +70,10 @@ struct psy_channel {
   uint32_t held; /* holds the record at held_pos */
   uint32_t held_span;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
+  uint32_t held_count;     /* messages held: 1, or a block's (psy_poll_block) */
+  uint64_t held_bytes;     /* their payload bytes (counted at release) */
+  uint32_t block[PSY_BLOCK_MAX][4]; /* the held block: index, length, type, span of each message */
+  uint64_t block_pos[PSY_BLOCK_MAX]; /* SPMC/MPMC: each one's position (taken one by one) */
   psy_polled_record polled;  /* the record psy_poll/psy_peek returned */
   psy_polled_record claimed; /* the first record of the last claim (producer side) */
 

@@ -114,6 +114,13 @@ PSY_API int32_t psy_poll(psy_channel *ch);
 /* psy_poll for a consumer draining many records in a row: it publishes the space it frees only
  * every quarter of the ring (and when it finds the ring empty); end with psy_release(). */
 PSY_API int32_t psy_poll_batch(psy_channel *ch);
+/* Takes up to `max` messages (at most 256) at once and holds them all: returns how many (the
+ * table at psy_block() then holds index, length, type and span of each, 4 u32 per message), or
+ * PSY_E_EMPTY. Releases what this handle held before. SPSC/MPSC/BROADCAST: a run of records in
+ * ring order; SPMC/MPMC: each taken as psy_poll would. psy_release (or the next poll) releases them
+ * all; a consumer that dies holding them has them delivered again, as a single held record. */
+PSY_API int32_t psy_poll_block(psy_channel *ch, uint32_t max);
+PSY_API const uint32_t *psy_block(const psy_channel *ch);
 /* Puts the polled record back: the next psy_poll returns it again. */
 PSY_API int32_t psy_unpoll(psy_channel *ch);
 /* Consumes the polled record; its space may be reused at once. */

@@ -363,6 +363,8 @@ static int32_t deliver(psy_channel *ch, uint64_t position, const record_header *
   ch->held = 1;
   ch->held_pos = position;
   ch->held_span = h->span;
+  ch->held_count = 1;
+  ch->held_bytes = h->length;
   return (int32_t)ch->polled.index;
 }
 
@@ -465,10 +467,15 @@ static void release(psy_channel *ch, int defer) {
   if (!ch->held) return;
   ch->held = 0;
   ch->unpolled = 0;
-  (*slot_counter(ch, PSY_SLOT_MSGS_RECEIVED))++;
-  *slot_counter(ch, PSY_SLOT_BYTES_RECEIVED) += ch->polled.length;
+  *slot_counter(ch, PSY_SLOT_MSGS_RECEIVED) += ch->held_count;
+  *slot_counter(ch, PSY_SLOT_BYTES_RECEIVED) += ch->held_bytes;
   if (work_queue(ch)) {
-    store64(rec_word(record_at(ch, ch->held_pos)), rec_word_of(ch, ch->held_pos, mine(ch, PSY_REC_DONE)));
+    if (ch->held_count == 1) {
+      store64(rec_word(record_at(ch, ch->held_pos)), rec_word_of(ch, ch->held_pos, mine(ch, PSY_REC_DONE)));
+    } else { /* a block: each record was taken on its own */
+      for (uint32_t i = 0; i < ch->held_count; i++)
+        store64(rec_word(record_at(ch, ch->block_pos[i])), rec_word_of(ch, ch->block_pos[i], mine(ch, PSY_REC_DONE)));
+    }
     HOOK("release_done");
     advance_head(ch);
   } else {
@@ -484,7 +491,7 @@ int32_t psy_release(psy_channel *ch) {
 }
 
 int32_t psy_unpoll(psy_channel *ch) {
-  if (ch->held) ch->unpolled = 1; /* the next poll returns the same record */
+  if (ch->held && ch->held_count == 1) ch->unpolled = 1; /* the next poll returns the same record */
   return 0;
 }
 
@@ -506,6 +513,83 @@ static int32_t poll(psy_channel *ch, int defer) {
 
 int32_t psy_poll(psy_channel *ch) { return poll(ch, 0); }
 int32_t psy_poll_batch(psy_channel *ch) { return poll(ch, 1); }
+
+/* Single consumer: the committed records from read_pos on, up to `max` messages, held as one run
+ * (abandoned records inside it are passed over, not listed). */
+static int32_t read_block(psy_channel *ch, uint32_t max) {
+  ch->tail_cache = load64(u64_at(ch, PSY_OFF_TAIL)); /* once per block: pairs with the producer's publish */
+  uint64_t start = ch->read_pos, position = start, bytes = 0;
+  uint32_t n = 0;
+  while (n < max && position != ch->tail_cache) {
+    uint64_t available = ch->tail_cache - position;
+    if (available > ch->capacity) return corrupt_cursors(ch, "tail and read position", ch->tail_cache, position);
+    record_header h;
+    if (!read_header(ch, position, available, &h) || !finished(h.state)) return corrupt_record(ch, position, available);
+    if (!skippable(h.state)) {
+      uint32_t *entry = ch->block[n++];
+      entry[0] = (uint32_t)(position & ch->mask), entry[1] = h.length, entry[2] = h.type, entry[3] = h.span;
+      bytes += h.length;
+    }
+    position += h.span;
+  }
+  if (n == 0) {
+    ch->read_pos = position; /* only skipped records: pass them */
+    maybe_recover(ch); /* a dead producer may hold tail back */
+    return PSY_E_EMPTY;
+  }
+  __atomic_store_n(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_TAKEN_POS), position, __ATOMIC_RELAXED); /* for flush, as deliver() */
+  ch->held = 1;
+  ch->held_pos = start;
+  ch->held_span = (uint32_t)(position - start);
+  ch->held_count = n;
+  ch->held_bytes = bytes;
+  return (int32_t)n;
+}
+
+/* Work queues: up to `max` records, each taken as psy_poll takes one. */
+static int32_t take_block(psy_channel *ch, uint32_t max) {
+  uint32_t n = 0;
+  uint64_t bytes = 0;
+  while (n < max) {
+    int32_t rc = take_next(ch); /* holds the one it took */
+    if (rc < 0) {
+      if (n == 0) return rc;
+      break; /* empty now, or a failure the next call reports */
+    }
+    uint32_t *entry = ch->block[n];
+    entry[0] = ch->polled.index, entry[1] = ch->polled.length, entry[2] = ch->polled.type, entry[3] = ch->polled.span;
+    ch->block_pos[n++] = ch->held_pos;
+    bytes += ch->polled.length;
+  }
+  if (n > 1) {
+    ch->held_count = n;
+    ch->held_bytes = bytes;
+  }
+  return (int32_t)n;
+}
+
+int32_t psy_poll_block(psy_channel *ch, uint32_t max) {
+  if (ch->fd < 0) return inherited(ch);
+  if (!(ch->roles & PSY_ROLE_CONSUMER)) {
+    int32_t rc = become_consumer(ch);
+    if (rc) return rc;
+  }
+  if (max == 0 || max > PSY_BLOCK_MAX) return psy_fail(PSY_E_INVALID_ARG, "a block of %u messages: 1 to %u", max, PSY_BLOCK_MAX);
+  if (ch->held && ch->unpolled) { /* a record put back is the whole next block */
+    ch->unpolled = 0;
+    uint32_t *entry = ch->block[0];
+    entry[0] = ch->polled.index, entry[1] = ch->polled.length, entry[2] = ch->polled.type, entry[3] = ch->polled.span;
+    ch->block_pos[0] = ch->held_pos;
+    return 1;
+  }
+  release(ch, 1); /* publishes the space every BATCH_PUBLISH_BYTES, as psy_poll_batch */
+  if (work_queue(ch)) return take_block(ch, max);
+  int32_t rc = read_block(ch, max);
+  if (rc == PSY_E_EMPTY) publish_read(ch); /* caught up: free everything read */
+  return rc;
+}
+
+const uint32_t *psy_block(const psy_channel *ch) { return &ch->block[0][0]; }
 
 /* ---- retained reading (psyne.h): a pump forwards records, frees them when acknowledged -------- */
 

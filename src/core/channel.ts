@@ -18,6 +18,7 @@ import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
 import { sweepSoon } from "./cleanup";
 import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
+import { BLOCK_MAX, FILL, MessageBlock } from "./block";
 import { FLY_ABANDON, FLY_CLAIM, FLY_CLAIM_ASYNC, FLY_COMMIT, FLY_POLL, FLY_POLL_ASYNC, FLY_RELEASE, FLY_VIEW, type FlyType, UNHOLD, type Unholdable } from "./flyweight";
 import {
   ALLOC,
@@ -199,7 +200,9 @@ export class Channel implements MessageChannel {
   #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
   #claimedBuffer: ArrayBuffer;
   #held: Message | null = null; // the received message this handle holds
-  #reader: Unholdable | null = null; // or the T.reader positioned on the record this handle holds
+  #reader: Unholdable | null = null; // or the T.reader positioned on the record this handle holds, or its block
+  #block: MessageBlock | null = null; // receiveBlock()'s, made on first use
+  #blockTable: ArrayBuffer | null = null; // its C table (psy_block), process-local
   #payloadBase: number; // buffer offset of ring index 0's payload
   #parking: Parking | null = null; // async waits, made on first use
   #bytes: Uint8Array | null = null; // the whole mapping, for the batch calls
@@ -766,6 +769,45 @@ export class Channel implements MessageChannel {
     return count;
   }
 
+  /**
+   * The batch path for receiving with no call per message: takes up to `max` messages available
+   * now (1 to 256; default 256) and returns this handle's MessageBlock (the same object each
+   * time): `count` messages, message i at `bytes[offset(i) ...]` for `length(i)` bytes, of type
+   * `typeId(i)`; `view` is the same memory as a DataView. They stay valid until release(), the
+   * next receiveBlock() or other receive on this handle, or close(). count 0: none now.
+   */
+  receiveBlock(max = BLOCK_MAX): MessageBlock {
+    if (this.#net) return this.#net.receiver().receiveBlock(max);
+    const handle = this.#open();
+    if (typeof max !== "number" || !Number.isInteger(max) || max < 1 || max > BLOCK_MAX)
+      throw invalidArgument("receiveBlock(max): max", `an integer from 1 to ${BLOCK_MAX}`, max);
+    if (this.#receiving !== null) this.#checkNotReceiving("receiveBlock()");
+    const block = (this.#block ??= this.#makeBlock(handle));
+    if (this.#held !== null || this.#reader !== null) this.#dropHeld();
+    const count = lib.psy_poll_block(handle, max); // releases what this handle held
+    if (this.#afterRelease !== null) this.#afterRelease();
+    if (count < 0) {
+      if (count !== NativeCode.EMPTY) throw fromNative(count, lastError());
+      return block;
+    }
+    block[FILL](count);
+    this.#reader = block;
+    return block;
+  }
+
+  #makeBlock(handle: Handle): MessageBlock {
+    const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
+    this.#blockTable = toArrayBuffer(lib.psy_block(handle)!, 0, 16 * BLOCK_MAX);
+    const table = new Uint32Array(this.#blockTable);
+    return new MessageBlock(bytes, channelView(this.#buffer), table, this.#payloadBase, () => {
+      if (this.#reader !== this.#block) return;
+      this.#reader = null;
+      const rc = lib.psy_release(this.#open());
+      if (rc < 0) throw fromNative(rc, lastError());
+      if (this.#afterRelease !== null) this.#afterRelease();
+    });
+  }
+
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
   sendJson(value: unknown): void {
     if (this.#net) return this.#net.sender().sendJson(value);
@@ -1081,6 +1123,7 @@ export class Channel implements MessageChannel {
     this.#buffer.transfer(0);
     this.#polledBuffer.transfer(0);
     this.#claimedBuffer.transfer(0);
+    this.#blockTable?.transfer(0);
     lib.psy_close(handle);
     debug(this.uri, "closed");
     sweepSoon();

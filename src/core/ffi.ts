@@ -39,6 +39,8 @@ const symbols = {
   psy_release: { args: [P], returns: i32 },
   psy_polled: { args: [P], returns: P },
   psy_claimed: { args: [P], returns: P },
+  psy_poll_block: { args: [P, u32], returns: i32 },
+  psy_block: { args: [P], returns: P },
   psy_used: { args: [P], returns: u32 },
   psy_unflushed: { args: [P], returns: f64 },
   psy_peek: { args: [P], returns: i32 },

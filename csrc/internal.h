@@ -82,6 +82,13 @@ struct psy_channel {
   uint64_t observe_pos, peeked_pos;
 
   psy_waiter *waiters[PSY_WAIT_KINDS]; /* by psy_wait_kind; started on first asynchronous wait */
+  /* doorbells (psy_bell_arm): the kinds this handle waits for with its bell, and when armed */
+  uint32_t bell_armed; /* bit per wait kind */
+  uint64_t bell_print[PSY_WAIT_KINDS];
+  double bell_since_ms[PSY_WAIT_KINDS];
+  /* ...and, as a publisher, a connection to each other slot's bell it rang: fd + 1 (0: none) */
+  int bell_fd[PSY_MAX_SLOTS];
+  uint32_t bell_id[PSY_MAX_SLOTS];
   struct psy_channel *next_open;       /* every open handle of this process (fork handling) */
   int bound;                           /* psy_bind_to_thread: its thread's end is this handle's */
   unsigned long owner_thread;          /* pthread_t of that thread */
@@ -198,6 +205,7 @@ void events_attach(psy_channel *ch, int creating); /* decides or adapts the chan
 void waiter_fence(psy_channel *ch); /* the waiter's half of the publish/wait ordering */
 static inline uint32_t event_seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
 void wake_waiters(psy_channel *ch, int32_t kind);
+void bells_close(psy_channel *ch); /* drops this handle's connections to other slots' bells */
 extern int psy_membarrier_target; /* this process is registered: membarrier() fences its threads */
 
 /* Publishes a cursor others may wait on; notify_waiters() follows it. In a PSY_FENCE_ASYMMETRIC
@@ -257,6 +265,7 @@ int ring_has_unread(psy_channel *ch);
 int ring_is_ready(psy_channel *ch, int32_t kind, uint32_t length);
 void ring_maybe_recover(psy_channel *ch);
 int ring_may_be_stuck(const psy_channel *ch, int32_t kind);
+uint64_t cursor_print(const psy_channel *ch); /* wait.c: a fingerprint of every shared cursor */
 uint64_t ring_unflushed(psy_channel *ch);
 
 /* ---- wait.c (called by segment.c) ------------------------------------------------------- */

@@ -161,6 +161,16 @@ PSY_API int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length);
 PSY_API int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind);
 PSY_API int32_t psy_waiter_stop(psy_channel *ch);
 
+/* Asynchronous waiting without a thread (Linux): the event loop listens on an abstract Unix stream
+ * socket named "psyne-bell-" and `bell` as 8 hex digits (its doorbell), and arms a kind: 1 if the
+ * condition already holds (nothing armed), 0 once armed. Whoever then satisfies the wait writes a
+ * byte to the bell (once per arming). When bytes arrive (safety 0), or from a slow timer (safety
+ * 1, every 50 ms or so), psy_bell_wake tells for each armed kind whether to look again (1: it is
+ * disarmed; poll, and arm again to wait on). */
+PSY_API int32_t psy_bell_arm(psy_channel *ch, int32_t kind, uint32_t length, uint32_t bell);
+PSY_API int32_t psy_bell_wake(psy_channel *ch, int32_t kind, uint32_t length, int32_t safety);
+PSY_API int32_t psy_bell_disarm(psy_channel *ch, int32_t kind);
+
 /* Observes without consuming: the next committed record after this handle's observer position
  * (which starts at the newest), details in psy_polled(); or PSY_E_EMPTY. The producer does not
  * wait for observers: check psy_peek_intact() after reading to know it was not overwritten. */

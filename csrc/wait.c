@@ -40,7 +40,7 @@ static uint32_t waiting_bit(int32_t kind) {
 /* A fingerprint of every shared cursor: if it has not changed, nothing a waiter could want has
  * happened, so a safety timeout need not wake JavaScript. Reads shared words only (the waiter
  * thread must not touch the handle's private state). */
-static uint64_t cursor_print(const psy_channel *ch) {
+uint64_t cursor_print(const psy_channel *ch) {
   uint64_t print = load32(u32_at(ch, PSY_OFF_RETURNED));
   const uint32_t offsets[] = {PSY_OFF_TAIL, PSY_OFF_CLAIM_TAIL, PSY_OFF_HEAD, PSY_OFF_CLAIM_HEAD};
   for (unsigned i = 0; i < sizeof offsets / sizeof *offsets; i++) print = print * 0x9e3779b97f4a7c15ull + load64(u64_at(ch, offsets[i]));
@@ -103,6 +103,7 @@ static void *waiter_main(void *arg) {
       int err = futex_wait_on(seq, w->armed_seq, WAKE_SAFETY_MS, 1);
       if (err != ETIMEDOUT) continue; /* woken (re-checked above), or interrupted */
       quiet_ms += WAKE_SAFETY_MS;
+      if (DISABLED("safety")) continue; /* tests: every wake-up must come from whoever published */
       if (cursor_print(w->ch) != w->armed_print || quiet_ms >= WAKE_FALLBACK_MS || ring_may_be_stuck(w->ch, w->kind)) break;
     }
     /* an event, something moved, or the fallback: either way JavaScript re-polls */
@@ -177,5 +178,76 @@ void waiters_stop(psy_channel *ch) {
 
 int32_t psy_waiter_stop(psy_channel *ch) {
   waiters_stop(ch);
+  return 0;
+}
+
+/* ---- doorbells: waiting from an event loop without a thread ----------------------------------
+ * The loop listens on its bell (an abstract Unix socket, events.c); a handle arms a wait kind:
+ * it registers as a waiter as psy_wait does, marks the kind ARMED in its slot's bell state and its
+ * slot in the channel's bells word (both before the registration, so a publisher that sees the
+ * registration sees them), and re-checks. The publisher that satisfies it turns ARMED into RUNG
+ * and writes a byte to the bell. When bytes arrive, or on a slow safety timer, the loop asks
+ * psy_bell_wake for each armed kind whether to look again. */
+
+static uint32_t *bell_state(psy_channel *ch) { return slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_BELL_STATE); }
+static uint32_t bell_of(uint32_t state, int32_t kind) { return (state >> (kind * PSY_BELL_BITS)) & ((1u << PSY_BELL_BITS) - 1); }
+
+static void bell_set(psy_channel *ch, int32_t kind, uint32_t value) {
+  uint32_t *state = bell_state(ch), seen = load32(state), mask = ((1u << PSY_BELL_BITS) - 1) << (kind * PSY_BELL_BITS);
+  while (!__atomic_compare_exchange_n(state, &seen, (seen & ~mask) | (value << (kind * PSY_BELL_BITS)), 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+  }
+}
+
+static void bell_disarm(psy_channel *ch, int32_t kind) {
+  ch->bell_armed &= ~(1u << kind);
+  unregister_waiter(ch, kind);
+  bell_set(ch, kind, PSY_BELL_IDLE);
+  if (!ch->bell_armed) __atomic_fetch_and(u64_at(ch, PSY_OFF_BELLS), ~(1ull << ch->slot), __ATOMIC_SEQ_CST);
+}
+
+int32_t psy_bell_arm(psy_channel *ch, int32_t kind, uint32_t length, uint32_t bell) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+#ifndef __linux__
+  (void)length, (void)bell;
+  return psy_fail(PSY_E_STATE, "doorbells need Linux (abstract Unix sockets): wait with a waiter thread");
+#else
+  if (!bell) return psy_fail(PSY_E_INVALID_ARG, "doorbell 0");
+  if (ch->bell_armed & (1u << kind)) return 0;
+  store32(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_BELL), bell);
+  bell_set(ch, kind, PSY_BELL_ARMED);
+  __atomic_fetch_or(u64_at(ch, PSY_OFF_BELLS), 1ull << ch->slot, __ATOMIC_SEQ_CST);
+  ch->bell_armed |= 1u << kind;
+  register_waiter(ch, kind);
+  if (ring_is_ready(ch, kind, length)) {
+    bell_disarm(ch, kind);
+    return 1;
+  }
+  ch->bell_print[kind] = cursor_print(ch);
+  ch->bell_since_ms[kind] = monotonic_ms();
+  return 0;
+#endif
+}
+
+/* 1 (and disarmed) if the loop should look again now: the kind was rung, or (bell bytes came)
+ * its wait may be over, or (the safety timer) a cursor moved, a second passed, or a dead
+ * participant may hold the ring. 0: it stays armed. */
+int32_t psy_bell_wake(psy_channel *ch, int32_t kind, uint32_t length, int32_t safety) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  if (!(ch->bell_armed & (1u << kind))) return 1;
+  int wake = bell_of(load32(bell_state(ch)), kind) == PSY_BELL_RUNG;
+  if (!wake && !safety) wake = ring_is_ready(ch, kind, length);
+  if (!wake && safety && !DISABLED("safety")) /* tests: every wake-up must come from whoever published */
+    wake = cursor_print(ch) != ch->bell_print[kind] || monotonic_ms() - ch->bell_since_ms[kind] >= WAKE_FALLBACK_MS ||
+           ring_may_be_stuck(ch, kind);
+  if (wake) bell_disarm(ch, kind);
+  return wake;
+}
+
+int32_t psy_bell_disarm(psy_channel *ch, int32_t kind) {
+  int32_t rc = check_kind(kind);
+  if (rc) return rc;
+  if (ch->bell_armed & (1u << kind)) bell_disarm(ch, kind);
   return 0;
 }

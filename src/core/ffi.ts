@@ -51,6 +51,9 @@ const symbols = {
   psy_waiter_arm: { args: [P, i32, u32], returns: i32 },
   psy_waiter_disarm: { args: [P, i32], returns: i32 },
   psy_waiter_stop: { args: [P], returns: i32 },
+  psy_bell_arm: { args: [P, i32, u32, u32], returns: i32 },
+  psy_bell_wake: { args: [P, i32, u32, i32], returns: i32 },
+  psy_bell_disarm: { args: [P, i32], returns: i32 },
   // diagnostics and layout
   psy_last_error: { args: [], returns: cstring },
   psy_layout: { args: [], returns: cstring },

@@ -164,5 +164,7 @@ void wake_waiters(psy_channel *ch, int32_t kind) {
   uint32_t off = event_seq_offset(kind);
   __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
   ring_bells(ch, kind); /* first: an event loop is the waiter that needs the most waking */
-  futex_wake_all(u32_at(ch, off), 1);
+  /* a sleeper counts itself before it registers and loads the event count after: if we see none,
+   * it sees our bump (and its re-check our publish) */
+  if (load32(u32_at(ch, off + PSY_SLEEPERS_AFTER_SEQ))) futex_wake_all(u32_at(ch, off), 1);
 }

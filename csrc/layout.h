@@ -83,8 +83,10 @@
 /* event counts for futex waiting: bumped after a publish / a release when waiters > 0 */
 #define PSY_OFF_DATA_SEQ 320u      /* u32 */
 #define PSY_OFF_DATA_WAITERS 324u  /* u32 */
+#define PSY_OFF_DATA_SLEEPERS 328u /* u32, the waiters that sleep on the futex (not on a doorbell) */
 #define PSY_OFF_SPACE_SEQ 384u     /* u32 */
 #define PSY_OFF_SPACE_WAITERS 388u /* u32 */
+#define PSY_OFF_SPACE_SLEEPERS 392u /* u32 */
 /* totals of slots that were freed (live slots keep their own counters) */
 #define PSY_OFF_RETIRED 448u       /* 5 x u64, in the order of the slot counters */
 /* u64: bit i set while slot i's handle waits with a doorbell armed (PSY_SLOT_BELL_STATE) */
@@ -160,6 +162,8 @@
 #define PSY_WAITING_SPACE 2u
 #define PSY_WAITING_FLUSH 4u     /* a flush waits on the space event count too */
 #define PSY_WAITERS_AFTER_SEQ 4u /* each waiters word follows its event count */
+#define PSY_SLEEPERS_AFTER_SEQ 8u /* ...and then its sleepers word */
+#define PSY_WAITING_SLEEPS 3u    /* PSY_SLOT_WAITING: a kind's bit << this: it sleeps on the futex */
 #define PSY_FENCE_ASYMMETRIC 0u  /* publishers store with release; waiters run membarrier() */
 #define PSY_FENCE_SYMMETRIC 1u   /* every publisher stores with seq_cst (a process lacks membarrier) */
 #define PSY_BELL_IDLE 0u
@@ -192,6 +196,8 @@ _Static_assert(PSY_MAX_SLOTS - 1 <= PSY_REC_OWNER_MASK, "a slot index fits the o
 _Static_assert(((uint64_t)PSY_MAX_CAPACITY / PSY_REC_ALIGN) < (1ull << (32 - PSY_REC_SKIP_SHIFT)), "a skipped span fits its state word");
 _Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SPACE_WAITERS == PSY_OFF_SPACE_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
+_Static_assert(PSY_OFF_DATA_SLEEPERS == PSY_OFF_DATA_SEQ + PSY_SLEEPERS_AFTER_SEQ, "sleepers follow waiters");
+_Static_assert(PSY_OFF_SPACE_SLEEPERS == PSY_OFF_SPACE_SEQ + PSY_SLEEPERS_AFTER_SEQ, "sleepers follow waiters");
 _Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
 _Static_assert(PSY_RING_OFFSET % PSY_PAGE == 0, "ring is page aligned (it is mapped twice)");
 _Static_assert(PSY_REC_HEADER % 16 == 0, "payloads stay 16-aligned");

@@ -47,21 +47,26 @@ uint64_t cursor_print(const psy_channel *ch) {
   return print;
 }
 
-/* Register as a waiter of `kind`; returns the event count to wait on. */
-static uint32_t register_waiter(psy_channel *ch, int32_t kind) {
-  uint32_t off = event_seq_offset(kind);
+/* Register as a waiter of `kind` (a sleeper: one that sleeps on the futex, not on a doorbell);
+ * returns the event count to wait on. */
+static uint32_t register_waiter(psy_channel *ch, int32_t kind, int sleeper) {
+  uint32_t off = event_seq_offset(kind), bits = waiting_bit(kind) | (sleeper ? waiting_bit(kind) << PSY_WAITING_SLEEPS : 0);
   /* count first, then mark the slot (and the reverse to unregister): a crash in between leaves the
    * count too high (publishers wake nobody until the segment is made anew), never too low (a
-   * lost wake-up) once the slot is retired */
+   * lost wake-up) once the slot is retired. Sleepers before waiters: a publisher that sees this
+   * waiter sees whether it needs the futex woken. */
+  if (sleeper) __atomic_fetch_add(u32_at(ch, off + PSY_SLEEPERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
   __atomic_fetch_add(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
-  __atomic_fetch_or(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), waiting_bit(kind), __ATOMIC_SEQ_CST);
+  __atomic_fetch_or(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), bits, __ATOMIC_SEQ_CST);
   waiter_fence(ch);
   return load32(u32_at(ch, off));
 }
 
-static void unregister_waiter(psy_channel *ch, int32_t kind) {
-  __atomic_fetch_and(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), ~waiting_bit(kind), __ATOMIC_SEQ_CST);
-  __atomic_fetch_sub(u32_at(ch, event_seq_offset(kind) + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+static void unregister_waiter(psy_channel *ch, int32_t kind, int sleeper) {
+  uint32_t off = event_seq_offset(kind), bits = waiting_bit(kind) | (sleeper ? waiting_bit(kind) << PSY_WAITING_SLEEPS : 0);
+  __atomic_fetch_and(slot_u32(ch, (uint32_t)ch->slot, PSY_SLOT_WAITING), ~bits, __ATOMIC_SEQ_CST);
+  __atomic_fetch_sub(u32_at(ch, off + PSY_WAITERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
+  if (sleeper) __atomic_fetch_sub(u32_at(ch, off + PSY_SLEEPERS_AFTER_SEQ), 1, __ATOMIC_SEQ_CST);
 }
 
 static int32_t check_kind(int32_t kind) {
@@ -77,10 +82,10 @@ int32_t psy_wait(psy_channel *ch, int32_t kind, uint32_t length, int32_t timeout
   int err = ETIMEDOUT;
   for (int32_t waited = 0; timeout_ms < 0 || waited < timeout_ms; waited += WAKE_SAFETY_MS) {
     ring_maybe_recover(ch);
-    uint32_t seq = register_waiter(ch, kind);
+    uint32_t seq = register_waiter(ch, kind, 1);
     int32_t slice = timeout_ms < 0 || timeout_ms - waited > WAKE_SAFETY_MS ? WAKE_SAFETY_MS : timeout_ms - waited;
     err = ring_is_ready(ch, kind, length) ? 0 : futex_wait_on(u32_at(ch, event_seq_offset(kind)), seq, slice, 1);
-    unregister_waiter(ch, kind);
+    unregister_waiter(ch, kind, 1);
     if (err != ETIMEDOUT) break;
   }
   if (err == ETIMEDOUT) return PSY_E_TIMEOUT;
@@ -108,7 +113,7 @@ static void *waiter_main(void *arg) {
     }
     /* an event, something moved, or the fallback: either way JavaScript re-polls */
     if (__atomic_compare_exchange_n(&w->ctl, &ctl, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-      unregister_waiter(w->ch, w->kind);
+      unregister_waiter(w->ch, w->kind, 1);
       w->callback(w->kind);
     }
   }
@@ -139,9 +144,9 @@ int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length) {
   psy_waiter *w = ch->waiters[kind];
   if (!w) return psy_fail(PSY_E_STATE, "no waiter thread for kind %d: call psy_waiter_start first", kind);
   if (__atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST) == CTL_ARMED) return 0;
-  uint32_t seq = register_waiter(ch, kind);
+  uint32_t seq = register_waiter(ch, kind, 1);
   if (ring_is_ready(ch, kind, length)) {
-    unregister_waiter(ch, kind);
+    unregister_waiter(ch, kind, 1);
     return 1;
   }
   w->armed_seq = seq;
@@ -157,7 +162,7 @@ int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind) {
   psy_waiter *w = ch->waiters[kind];
   uint32_t armed = CTL_ARMED;
   if (w && __atomic_compare_exchange_n(&w->ctl, &armed, CTL_IDLE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-    unregister_waiter(ch, kind);
+    unregister_waiter(ch, kind, 1);
   return 0;
 }
 
@@ -200,7 +205,7 @@ static void bell_set(psy_channel *ch, int32_t kind, uint32_t value) {
 
 static void bell_disarm(psy_channel *ch, int32_t kind) {
   ch->bell_armed &= ~(1u << kind);
-  unregister_waiter(ch, kind);
+  unregister_waiter(ch, kind, 0);
   bell_set(ch, kind, PSY_BELL_IDLE);
   if (!ch->bell_armed) __atomic_fetch_and(u64_at(ch, PSY_OFF_BELLS), ~(1ull << ch->slot), __ATOMIC_SEQ_CST);
 }
@@ -218,7 +223,7 @@ int32_t psy_bell_arm(psy_channel *ch, int32_t kind, uint32_t length, uint32_t be
   bell_set(ch, kind, PSY_BELL_ARMED);
   __atomic_fetch_or(u64_at(ch, PSY_OFF_BELLS), 1ull << ch->slot, __ATOMIC_SEQ_CST);
   ch->bell_armed |= 1u << kind;
-  register_waiter(ch, kind);
+  register_waiter(ch, kind, 0);
   if (ring_is_ready(ch, kind, length)) {
     bell_disarm(ch, kind);
     return 1;

@@ -214,7 +214,7 @@ int32_t psy_bell_arm(psy_channel *ch, int32_t kind, uint32_t length, uint32_t be
   int32_t rc = check_kind(kind);
   if (rc) return rc;
 #ifndef __linux__
-  (void)length, (void)bell;
+  (void)ch, (void)length, (void)bell;
   return psy_fail(PSY_E_STATE, "doorbells need Linux (abstract Unix sockets): wait with a waiter thread");
 #else
   if (!bell) return psy_fail(PSY_E_INVALID_ARG, "doorbell 0");

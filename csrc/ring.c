@@ -549,7 +549,14 @@ int32_t psy_poll(psy_channel *ch) {
    * record committed (anything else, empty included, takes the general way) */
   if (!work_queue(ch) && (ch->roles & PSY_ROLE_CONSUMER) && !ch->unpolled && ch->fd >= 0) {
     release(ch, 0);
-    if (ch->read_pos == ch->tail_cache) ch->tail_cache = load64(u64_at(ch, PSY_OFF_TAIL)); /* pairs with the producer's publish */
+    if (ch->read_pos == ch->tail_cache) {
+      ch->tail_cache = load64(u64_at(ch, PSY_OFF_TAIL)); /* pairs with the producer's publish */
+      if (ch->read_pos == ch->tail_cache) { /* empty, as read_next and poll() handle it */
+        maybe_recover(ch);
+        publish_read(ch);
+        return PSY_E_EMPTY;
+      }
+    }
     uint64_t available = ch->tail_cache - ch->read_pos;
     record_header h;
     if (available && available <= ch->capacity && read_header(ch, ch->read_pos, available, &h) && h.state == PSY_REC_COMMITTED)

@@ -161,7 +161,7 @@ if (process.env.BENCH_LATENCY !== "0") {
   console.log("\nparked wake-up latency (bench/latency.ts):\n");
   const run = spawnSync(bun, [peerPath("../latency.ts")], {
     stdio: "inherit",
-    env: { ...process.env, BENCH_ONLY: "busy-poll receive(),await recv(), parking at once,waiter thread,Bun IPC", PSYNE_LIB: source },
+    env: { ...process.env, BENCH_ONLY: "busy-poll receive(),await recv(),Bun IPC", PSYNE_LIB: source },
   });
   if (run.status !== 0) process.exit(run.status ?? 1);
 }

@@ -10,7 +10,9 @@
 // two different cores (the main table and the targets), then parked rows again on one core.
 // This process only spawns, waits and reports (scripts in bench/peers/lat-*).
 //
-//   bun bench/latency.ts      (BENCH_SCALE=0.1: a quick smoke run with a tenth of the round trips)
+//   bun bench/latency.ts      (BENCH_SCALE=0.1: a quick smoke run with a tenth of the round trips;
+//   BENCH_ONLY="await recv(),Bun IPC": only rows whose name contains one of these, beside the C
+//   futex floor; BENCH_REPEATS=N: N runs of each row instead of 3; BENCH_IDLE=0: no idle run)
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { cleanUp, findZig, fmt, lastJson, machine, type Peer, peerPath, printTable, runId, snapshotLibrary, spawnPeer, sweepSegments } from "./peers/harness.ts";
@@ -19,9 +21,13 @@ import type { LatencyReport } from "./peers/lat-common.ts";
 const SCALE = Number(process.env.BENCH_SCALE ?? 1);
 const ROUNDS = Math.max(1000, Math.round(20_000 * SCALE));
 const WARMUP = Math.max(200, Math.round(2_000 * SCALE));
+// rows with 1 ms between round trips (each takes over 1 ms): fewer of them
+const GAP_MS = 1;
+const SPACED_ROUNDS = Math.max(300, Math.round(3_000 * SCALE));
+const SPACED_WARMUP = Math.max(50, Math.round(300 * SCALE));
 const IDLE_MS = 3000;
 const TIMEOUT_MS = 60_000;
-const REPEATS = 3; // runs of each row, interleaved; the table shows the run with the median p50
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3); // runs of each row, interleaved; the table shows the run with the median p50
 const APART = ["0", "1"]; // CPUs of the pinger and the ponger
 const TOGETHER = ["0", "0"];
 
@@ -43,8 +49,11 @@ interface Run {
 interface Row {
   name: string;
   parked: boolean; // waits in the kernel (else it spins, which on one core makes no sense)
+  spaced?: boolean; // GAP_MS between round trips: SPACED_ROUNDS of them
   run(cpus: string[]): Run | Promise<Run>;
 }
+const roundsOf = (row: Row) => (row.spaced ? SPACED_ROUNDS : ROUNDS);
+const countsOf = (spaced: boolean) => (spaced ? [String(SPACED_ROUNDS), String(SPACED_WARMUP), String(TIMEOUT_MS)] : counts);
 
 const cPair = (how: "futex" | "spin", name: string): Row => ({
   name,
@@ -53,34 +62,54 @@ const cPair = (how: "futex" | "spin", name: string): Row => ({
 });
 // spinFirst: psyne's default (recv/receiveSync poll for PSYNE_SPIN_US = 20 us before parking);
 // without it every wait parks at once, which is what the parked-latency targets are about.
-const psyne = (how: "poll" | "recv" | "sync", name: string, spinFirst = false): Row => ({
+// wake: how a parked await recv() is woken: "bell" (the default on Linux: the sender writes to a
+// socket the receiver's event loop watches) or "thread" (a waiter thread woken by a futex calls
+// back into the event loop). spaced: GAP_MS between round trips.
+const psyne = (how: "poll" | "recv" | "sync", name: string, { spinFirst = false, wake = "bell", spaced = false } = {}): Row => ({
   name,
   parked: how !== "poll",
+  spaced,
   run(cpus) {
     const channel = `${runId}-${++runNumber}`;
-    const cmd = (side: string) => ["env", `PSYNE_SPIN_US=${spinFirst ? 20 : 0}`, bun, peerPath("lat-psyne.ts"), side, channel, how, ...counts];
+    const env = ["env", `PSYNE_SPIN_US=${spinFirst ? 20 : 0}`, `PSYNE_WAKE=${wake}`, `LAT_GAP_MS=${spaced ? GAP_MS : 0}`];
+    const cmd = (side: string) => [...env, bun, peerPath("lat-psyne.ts"), side, channel, how, ...countsOf(spaced)];
     const partner = onCpu(cpus[1]!, cmd("pong"));
     return { reporter: onCpu(cpus[0]!, cmd("ping")), partners: [partner] };
   },
+});
+const ipc = (spaced: boolean): Row => ({
+  name: `Bun IPC (json)${spaced ? `, ${GAP_MS} ms apart` : ""}`,
+  parked: true,
+  spaced,
+  run: (cpus) => ({
+    reporter: onCpu(cpus[0]!, ["env", `LAT_GAP_MS=${spaced ? GAP_MS : 0}`, bun, peerPath("lat-ipc.ts"), ...countsOf(spaced), cpus[1]!]),
+    partners: [],
+  }),
 });
 
 const cFutex = cPair("futex", "C, futex wake-ups (floor)");
 const psynePoll = psyne("poll", "psyne, busy-poll receive()");
 const psyneRecv = psyne("recv", "psyne, await recv(), parking at once");
-const psyneRecvDefault = psyne("recv", "psyne, await recv() (default: 20 us spin, then park)", true);
-const bunIpc: Row = {
-  name: "Bun IPC (json)",
-  parked: true,
-  run: (cpus) => ({ reporter: onCpu(cpus[0]!, [bun, peerPath("lat-ipc.ts"), ...counts, cpus[1]!]), partners: [] }),
-};
-const rows: Row[] = [
+const psyneRecvThread = psyne("recv", "psyne, await recv(), parking at once, waiter thread", { wake: "thread" });
+const psyneRecvDefault = psyne("recv", "psyne, await recv() (default: 20 us spin, then park)", { spinFirst: true });
+const bunIpc = ipc(false);
+const spacedRecv = psyne("recv", `psyne, await recv(), parking at once, ${GAP_MS} ms apart`, { spaced: true });
+const spacedRecvThread = psyne("recv", `psyne, await recv(), waiter thread, ${GAP_MS} ms apart`, { wake: "thread", spaced: true });
+const spacedRecvDefault = psyne("recv", `psyne, await recv() (default spin), ${GAP_MS} ms apart`, { spinFirst: true, spaced: true });
+const spacedIpc = ipc(true);
+const allRows: Row[] = [
   cFutex,
   cPair("spin", "C, busy-poll"),
   psynePoll,
   psyneRecv,
+  psyneRecvThread,
   psyne("sync", "psyne, receiveSync(), parking at once"),
   psyneRecvDefault,
   bunIpc,
+  spacedRecv,
+  spacedRecvThread,
+  spacedRecvDefault,
+  spacedIpc,
   {
     name: "Unix socket",
     parked: true,
@@ -92,6 +121,10 @@ const rows: Row[] = [
     },
   },
 ];
+
+const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim()).filter(Boolean);
+const rows = allRows.filter((row) => row === cFutex || !only || only.some((part) => row.name.includes(part)));
+const runIdle = process.env.BENCH_IDLE !== "0";
 
 async function measure(row: Row, cpus: string[]): Promise<LatencyReport> {
   const { reporter, partners } = await row.run(cpus);
@@ -110,7 +143,7 @@ async function measure(row: Row, cpus: string[]): Promise<LatencyReport> {
   );
   if (failed) throw new Error(failed);
   const report = lastJson<LatencyReport>(row.name, results[0]!);
-  if (report.errors || report.rounds !== ROUNDS) throw new Error(`${row.name}: ${report.rounds}/${ROUNDS} rounds, ${report.errors} bad: ${report.firstError}`);
+  if (report.errors || report.rounds !== roundsOf(row)) throw new Error(`${row.name}: ${report.rounds}/${roundsOf(row)} rounds, ${report.errors} bad: ${report.firstError}`);
   const left = sweepSegments(removeChannel);
   console.log(`  cpus ${cpus.join(",")}  ${row.name.padEnd(28)} p50 ${fmt(report.p50 / 1000, 2).padStart(7)} us${left ? `  (warning: ${left} segment(s) left)` : ""}`);
   return report;
@@ -145,7 +178,7 @@ async function idleCpu(): Promise<{ psyne: Idle; baseline: Idle }> {
 
 console.log(machine());
 console.log(`psyne C core: ${source}, sha256 ${sha}... (all peers load a copy: ${library})`);
-console.log(`${fmt(ROUNDS)} round trips per run after ${fmt(WARMUP)} warm-up ones; one-way = round trip / 2; every reply checked`);
+console.log(`${fmt(ROUNDS)} round trips per run after ${fmt(WARMUP)} warm-up ones (${fmt(SPACED_ROUNDS)} after ${fmt(SPACED_WARMUP)} for rows ${GAP_MS} ms apart); one-way = round trip / 2; every reply checked`);
 console.log(`${REPEATS} runs of each row, interleaved; each row shows its run with the median p50\n`);
 
 const apart = new Map<Row, LatencyReport[]>();
@@ -159,9 +192,9 @@ try {
   // repeats outermost, so a slow spell of the machine hits every row alike
   for (let r = 0; r < REPEATS; r++) {
     for (const row of rows) add(apart, row, await measure(row, APART));
-    for (const row of rows.filter((r) => r.parked)) add(together, row, await measure(row, TOGETHER));
+    for (const row of rows.filter((r) => r.parked && !r.spaced)) add(together, row, await measure(row, TOGETHER));
   }
-  idle = await idleCpu();
+  if (runIdle) idle = await idleCpu();
 } catch (error) {
   // say what failed, and still whether anything was left behind
   console.error(`\nbenchmark failed: ${(error as Error).message}`);
@@ -187,16 +220,29 @@ printTable([
 console.log("first columns: pinger and ponger pinned to CPUs 0 and 1; \"1 core\": both pinned to CPU 0 (busy-polling rows skipped)");
 const idleLine = (what: string, i: Idle) =>
   `  ${what}: ${fmt(i.percent, 3)}% of one core over ${fmt(i.wallMs / 1000, 1)} s, ${fmt(i.wakeupsPerSec, 1)} thread wake-ups/s`;
-console.log("\nidle (process.cpuUsage and voluntary context switches, all threads):");
-console.log(idleLine("psyne receiver parked in await recv()", idle!.psyne));
-console.log(idleLine("baseline: Bun process in await Bun.sleep()", idle!.baseline));
+if (idle) {
+  console.log("\nidle (process.cpuUsage and voluntary context switches, all threads):");
+  console.log(idleLine("psyne receiver parked in await recv()", idle.psyne));
+  console.log(idleLine("baseline: Bun process in await Bun.sleep()", idle.baseline));
+}
 
 const verdict = (ok: boolean) => (ok ? "met" : "NOT met");
-const [poll, parked, ipc, shipped] = [psynePoll, psyneRecv, bunIpc, psyneRecvDefault].map((row) => median(apart.get(row))!.p50) as [number, number, number, number];
+const p50 = (row: Row) => median(apart.get(row))?.p50;
+const target = (label: string, values: (number | undefined)[], show: (...v: number[]) => string) =>
+  console.log(`  ${label}: ${values.every((v) => v !== undefined) ? show(...(values as number[])) : "not measured in this run"}`);
 console.log("\ntargets (two cores):");
-console.log(`  busy-poll p50 < 0.5 us: ${us(poll, 3)} us, ${verdict(poll < 500)}`);
-console.log(`  parked (await recv) p50 within 1.5x of C futex: ${fmt(parked / floor, 2)}x, ${verdict(parked <= 1.5 * floor)}`);
-console.log(`  parked (await recv) p50 below Bun IPC's: ${us(parked)} vs ${us(ipc)} us, ${verdict(parked < ipc)}`);
-console.log(`  await recv() as shipped (spin, then park) p50 below Bun IPC's: ${us(shipped)} vs ${us(ipc)} us, ${verdict(shipped < ipc)}`);
-console.log(`  idle CPU < 1%: ${fmt(idle!.psyne.percent, 3)}%, ${verdict(idle!.psyne.percent < 1)}`);
+target("busy-poll p50 < 0.4 us", [p50(psynePoll)], (poll) => `${us(poll, 3)} us, ${verdict(poll < 400)}`);
+target("parked (await recv) p50 within 1.5x of C futex", [p50(psyneRecv)], (parked) => `${fmt(parked / floor, 2)}x, ${verdict(parked <= 1.5 * floor)}`);
+for (const [label, psyneRow, ipcRow] of [
+  ["back to back", psyneRecv, bunIpc],
+  [`${GAP_MS} ms apart`, spacedRecv, spacedIpc],
+] as const)
+  target(`parked (await recv) p50 at most Bun IPC's, ${label}`, [p50(psyneRow), p50(ipcRow)], (a, b) => `${us(a)} vs ${us(b)} us (${ratio(a / b)}), ${verdict(a <= b)}`);
+for (const [label, bellRow, threadRow] of [
+  ["back to back", psyneRecv, psyneRecvThread],
+  [`${GAP_MS} ms apart`, spacedRecv, spacedRecvThread],
+] as const)
+  target(`doorbell vs waiter thread, ${label}, p50`, [p50(bellRow), p50(threadRow)], (a, b) => `${us(a)} vs ${us(b)} us (${ratio(a / b)})`);
+target("await recv() as shipped (spin, then park) p50 below Bun IPC's", [p50(psyneRecvDefault), p50(bunIpc)], (a, b) => `${us(a)} vs ${us(b)} us, ${verdict(a < b)}`);
+if (idle) console.log(`  idle CPU < 1%: ${fmt(idle.psyne.percent, 3)}%, ${verdict(idle.psyne.percent < 1)}`);
 console.log(finalLine);

@@ -89,9 +89,82 @@ void waiter_fence(psy_channel *ch) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-/* Somebody waits: bump the event count and wake the sleepers (notify_waiters, internal.h). */
+/* ---- doorbells --------------------------------------------------------------------------
+ * An event loop cannot sleep on a futex; it can watch a socket. A handle that waits from an event
+ * loop (psy_bell_arm, wait.c) names its doorbell in its slot: an abstract Unix stream socket its
+ * loop listens on. The publisher that satisfies the waiter takes the bell from ARMED to RUNG with
+ * one compare-and-swap and writes one byte to it: the kernel wakes the loop directly (no helper
+ * thread), and a burst of publishes rings once. Connections are kept per target slot and made
+ * again when the bell changes or the connection broke. Only when somebody waits: the fast path
+ * never gets here. */
+#ifdef __linux__
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+static int bell_connect(uint32_t bell) {
+  struct sockaddr_un address = {.sun_family = AF_UNIX};
+  int length = snprintf(address.sun_path + 1, sizeof address.sun_path - 1, "psyne-bell-%08x", bell);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr *)&address, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)length)) != 0) {
+    close(fd); /* its loop is gone (the slot's owner died or closed): nobody to wake */
+    return -1;
+  }
+  return fd;
+}
+
+static void ring_bell(psy_channel *ch, uint32_t slot, uint32_t bell) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (ch->bell_fd[slot] == 0 || ch->bell_id[slot] != bell) {
+      if (ch->bell_fd[slot]) close(ch->bell_fd[slot] - 1);
+      int fd = bell_connect(bell);
+      ch->bell_fd[slot] = fd + 1;
+      ch->bell_id[slot] = bell;
+      if (fd < 0) return;
+    }
+    /* EAGAIN: bytes are waiting unread already, which wakes it as well */
+    if (send(ch->bell_fd[slot] - 1, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 || errno == EAGAIN) return;
+    close(ch->bell_fd[slot] - 1); /* broken (its loop restarted): once more on a new connection */
+    ch->bell_fd[slot] = 0;
+  }
+}
+
+/* The kinds an event of `kind` satisfies: room also ends a flush wait (both count on space). */
+static uint32_t bell_field(uint32_t kind, uint32_t state) { return state << (kind * PSY_BELL_BITS); }
+
+static void ring_bells(psy_channel *ch, int32_t kind) {
+  uint32_t armed = kind == PSY_WAIT_DATA ? bell_field(PSY_WAIT_DATA, PSY_BELL_ARMED)
+                                         : bell_field(PSY_WAIT_SPACE, PSY_BELL_ARMED) | bell_field(PSY_WAIT_FLUSHED, PSY_BELL_ARMED);
+  for (uint64_t bells = load64(u64_at(ch, PSY_OFF_BELLS)); bells; bells &= bells - 1) {
+    uint32_t slot = (uint32_t)__builtin_ctzll(bells), *state = slot_u32(ch, slot, PSY_SLOT_BELL_STATE);
+    uint32_t seen = load32(state);
+    while (seen & armed) { /* ARMED -> RUNG (0b01 -> 0b10) for each such kind, in one CAS: only one publisher rings */
+      uint32_t rung = (seen & ~armed) | ((seen & armed) << 1);
+      if (__atomic_compare_exchange_n(state, &seen, rung, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        uint32_t bell = load32(slot_u32(ch, slot, PSY_SLOT_BELL));
+        if (bell) ring_bell(ch, slot, bell);
+        break;
+      }
+    }
+  }
+}
+
+void bells_close(psy_channel *ch) {
+  for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++)
+    if (ch->bell_fd[i]) close(ch->bell_fd[i] - 1), ch->bell_fd[i] = 0;
+}
+#else
+static void ring_bells(psy_channel *ch, int32_t kind) { (void)ch, (void)kind; }
+void bells_close(psy_channel *ch) { (void)ch; }
+#endif
+
+/* Somebody waits: bump the event count and wake the sleepers and the bells (notify_waiters, internal.h). */
 void wake_waiters(psy_channel *ch, int32_t kind) {
   uint32_t off = event_seq_offset(kind);
   __atomic_fetch_add(u32_at(ch, off), 1, __ATOMIC_SEQ_CST);
-  futex_wake_all(u32_at(ch, off), 1);
+  ring_bells(ch, kind); /* first: an event loop is the waiter that needs the most waking */
+  /* a sleeper counts itself before it registers and loads the event count after: if we see none,
+   * it sees our bump (and its re-check our publish) */
+  if (load32(u32_at(ch, off + PSY_SLEEPERS_AFTER_SEQ))) futex_wake_all(u32_at(ch, off), 1);
 }

@@ -21,6 +21,8 @@
 
 /* Claims not yet committed, in claim order; a handle may have this many unsent messages or batches. */
 #define PSY_MAX_PENDING 64u
+/* Messages psy_poll_block takes at most at once. */
+#define PSY_BLOCK_MAX 256u
 #define PSY_WAIT_KINDS 3
 
 typedef struct psy_waiter psy_waiter;
@@ -69,6 +71,10 @@ struct psy_channel {
   uint32_t held_span;
   uint32_t unpolled; /* the held record was put back: the next poll returns it again */
   uint32_t retained; /* reads with psy_poll_retained: what it read is freed by psy_release_to only */
+  uint32_t held_count;     /* messages held: 1, or a block's (psy_poll_block) */
+  uint64_t held_bytes;     /* their payload bytes (counted at release) */
+  uint32_t block[PSY_BLOCK_MAX][4]; /* the held block: index, length, type, span of each message */
+  uint64_t block_pos[PSY_BLOCK_MAX]; /* SPMC/MPMC: each one's position (taken one by one) */
   psy_polled_record polled;  /* the record psy_poll/psy_peek returned */
   psy_polled_record claimed; /* the first record of the last claim (producer side) */
 
@@ -77,6 +83,13 @@ struct psy_channel {
   uint64_t observe_pos, peeked_pos;
 
   psy_waiter *waiters[PSY_WAIT_KINDS]; /* by psy_wait_kind; started on first asynchronous wait */
+  /* doorbells (psy_bell_arm): the kinds this handle waits for with its bell, and when armed */
+  uint32_t bell_armed; /* bit per wait kind */
+  uint64_t bell_print[PSY_WAIT_KINDS];
+  double bell_since_ms[PSY_WAIT_KINDS];
+  /* ...and, as a publisher, a connection to each other slot's bell it rang: fd + 1 (0: none) */
+  int bell_fd[PSY_MAX_SLOTS];
+  uint32_t bell_id[PSY_MAX_SLOTS];
   struct psy_channel *next_open;       /* every open handle of this process (fork handling) */
   int bound;                           /* psy_bind_to_thread: its thread's end is this handle's */
   unsigned long owner_thread;          /* pthread_t of that thread */
@@ -193,6 +206,7 @@ void events_attach(psy_channel *ch, int creating); /* decides or adapts the chan
 void waiter_fence(psy_channel *ch); /* the waiter's half of the publish/wait ordering */
 static inline uint32_t event_seq_offset(int32_t kind) { return kind == PSY_WAIT_DATA ? PSY_OFF_DATA_SEQ : PSY_OFF_SPACE_SEQ; }
 void wake_waiters(psy_channel *ch, int32_t kind);
+void bells_close(psy_channel *ch); /* drops this handle's connections to other slots' bells */
 extern int psy_membarrier_target; /* this process is registered: membarrier() fences its threads */
 
 /* Publishes a cursor others may wait on; notify_waiters() follows it. In a PSY_FENCE_ASYMMETRIC
@@ -252,6 +266,7 @@ int ring_has_unread(psy_channel *ch);
 int ring_is_ready(psy_channel *ch, int32_t kind, uint32_t length);
 void ring_maybe_recover(psy_channel *ch);
 int ring_may_be_stuck(const psy_channel *ch, int32_t kind);
+uint64_t cursor_print(const psy_channel *ch); /* wait.c: a fingerprint of every shared cursor */
 uint64_t ring_unflushed(psy_channel *ch);
 
 /* ---- wait.c (called by segment.c) ------------------------------------------------------- */

@@ -49,7 +49,7 @@
 #include <stdint.h>
 
 #define PSY_MAGIC 0x31454e5953505350ull /* "PSPSYNE1" little-endian */
-#define PSY_LAYOUT_VERSION 2u
+#define PSY_LAYOUT_VERSION 3u
 #define PSY_INIT_READY 0x59444552u /* "REDY": stored last by the initializer */
 
 #define PSY_CACHE_LINE 64u
@@ -83,10 +83,14 @@
 /* event counts for futex waiting: bumped after a publish / a release when waiters > 0 */
 #define PSY_OFF_DATA_SEQ 320u      /* u32 */
 #define PSY_OFF_DATA_WAITERS 324u  /* u32 */
+#define PSY_OFF_DATA_SLEEPERS 328u /* u32, the waiters that sleep on the futex (not on a doorbell) */
 #define PSY_OFF_SPACE_SEQ 384u     /* u32 */
 #define PSY_OFF_SPACE_WAITERS 388u /* u32 */
+#define PSY_OFF_SPACE_SLEEPERS 392u /* u32 */
 /* totals of slots that were freed (live slots keep their own counters) */
 #define PSY_OFF_RETIRED 448u       /* 5 x u64, in the order of the slot counters */
+/* u64: bit i set while slot i's handle waits with a doorbell armed (PSY_SLOT_BELL_STATE) */
+#define PSY_OFF_BELLS 512u
 #define PSY_CONTROL_SIZE 4096u
 
 /* participant slots */
@@ -107,6 +111,10 @@
 #define PSY_SLOT_CLAIMING_SPAN 80u /* u32, MPSC/MPMC: span being claimed at CLAIMING_POS, 0 when done */
 #define PSY_SLOT_WAITING 84u       /* u32, PSY_WAITING_* bits: counted in the waiters words */
 #define PSY_SLOT_TAKEN_POS 88u     /* u64, SPSC/MPSC/BROADCAST consumer: end of the last record it took (for flush) */
+#define PSY_SLOT_BELL 96u          /* u32, the doorbell of the handle's event loop: abstract Unix socket
+                                    * "psyne-bell-%08x" (0: none); see psy_bell_arm */
+#define PSY_SLOT_BELL_STATE 100u   /* u32, PSY_BELL_* of each wait kind (2 bits at 2 * kind): whoever
+                                    * satisfies an armed kind makes it RUNG and rings the bell once */
 
 /* A subscriber's READ_POS while it joins: the first of it and the producer to replace it decides
  * where the subscriber starts (see ring.c, subscribe). */
@@ -154,8 +162,14 @@
 #define PSY_WAITING_SPACE 2u
 #define PSY_WAITING_FLUSH 4u     /* a flush waits on the space event count too */
 #define PSY_WAITERS_AFTER_SEQ 4u /* each waiters word follows its event count */
+#define PSY_SLEEPERS_AFTER_SEQ 8u /* ...and then its sleepers word */
+#define PSY_WAITING_SLEEPS 3u    /* PSY_SLOT_WAITING: a kind's bit << this: it sleeps on the futex */
 #define PSY_FENCE_ASYMMETRIC 0u  /* publishers store with release; waiters run membarrier() */
 #define PSY_FENCE_SYMMETRIC 1u   /* every publisher stores with seq_cst (a process lacks membarrier) */
+#define PSY_BELL_IDLE 0u
+#define PSY_BELL_ARMED 1u        /* waiting: the next publisher (or releaser) that satisfies it rings the bell */
+#define PSY_BELL_RUNG 2u         /* rung once; the waiter disarms when it looks, and arms again if it must wait on */
+#define PSY_BELL_BITS 2u         /* per wait kind in PSY_SLOT_BELL_STATE */
 
 /* byte-range lock offsets in the segment file (advisory; may lie past the end of the file) */
 #define PSY_LOCK_ATTACH 0
@@ -174,12 +188,16 @@ _Static_assert(PSY_OFF_SLOTS >= PSY_CONTROL_SIZE, "slots after control block");
 _Static_assert(PSY_SLOT_READ_POS % PSY_CACHE_LINE == 0, "subscriber cursor on its own line");
 _Static_assert(PSY_SLOT_ROLES % 8 == 0 && PSY_SLOT_GENERATION == PSY_SLOT_ROLES + 4, "roles and generation share an 8-byte word");
 _Static_assert(PSY_SLOT_CLAIMING_POS % 8 == 0, "claiming position is an aligned u64");
-_Static_assert(PSY_SLOT_TAKEN_POS % 8 == 0 && PSY_SLOT_TAKEN_POS + 8 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_SLOT_TAKEN_POS % 8 == 0 && PSY_SLOT_BELL_STATE + 4 <= PSY_SLOT_SIZE, "slot fits");
+_Static_assert(PSY_OFF_BELLS % PSY_CACHE_LINE == 0 && PSY_OFF_BELLS >= PSY_OFF_RETIRED + 5 * 8, "bells on their own line");
+_Static_assert(PSY_MAX_SLOTS <= 64, "a slot is a bit of the bells word");
 _Static_assert(PSY_REC_TAG == PSY_REC_STATE + 4 && PSY_REC_STATE % 8 == 0, "state and tag share an 8-byte word");
 _Static_assert(PSY_MAX_SLOTS - 1 <= PSY_REC_OWNER_MASK, "a slot index fits the owner bits");
 _Static_assert(((uint64_t)PSY_MAX_CAPACITY / PSY_REC_ALIGN) < (1ull << (32 - PSY_REC_SKIP_SHIFT)), "a skipped span fits its state word");
 _Static_assert(PSY_OFF_DATA_WAITERS == PSY_OFF_DATA_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
 _Static_assert(PSY_OFF_SPACE_WAITERS == PSY_OFF_SPACE_SEQ + PSY_WAITERS_AFTER_SEQ, "waiters follow seq");
+_Static_assert(PSY_OFF_DATA_SLEEPERS == PSY_OFF_DATA_SEQ + PSY_SLEEPERS_AFTER_SEQ, "sleepers follow waiters");
+_Static_assert(PSY_OFF_SPACE_SLEEPERS == PSY_OFF_SPACE_SEQ + PSY_SLEEPERS_AFTER_SEQ, "sleepers follow waiters");
 _Static_assert(PSY_OFF_SLOTS + PSY_MAX_SLOTS * PSY_SLOT_SIZE <= PSY_RING_OFFSET, "slots fit");
 _Static_assert(PSY_RING_OFFSET % PSY_PAGE == 0, "ring is page aligned (it is mapped twice)");
 _Static_assert(PSY_REC_HEADER % 16 == 0, "payloads stay 16-aligned");
@@ -195,7 +213,8 @@ _Static_assert((PSY_MAX_CAPACITY & (PSY_MAX_CAPACITY - 1)) == 0, "capacity is a 
   X(OFF_SPACE_WAITERS) X(OFF_RETIRED) X(OFF_SLOTS) X(SLOT_SIZE) X(SLOT_STATE) X(SLOT_PID)           \
   X(SLOT_START_TIME) X(SLOT_ROLES) X(SLOT_GENERATION) X(SLOT_MSGS_SENT) X(SLOT_BYTES_SENT)          \
   X(SLOT_MSGS_RECEIVED) X(SLOT_BYTES_RECEIVED) X(SLOT_FULL_EVENTS) X(SLOT_READ_POS)                 \
-  X(SLOT_CLAIMING_POS) X(SLOT_CLAIMING_SPAN) X(SLOT_WAITING) X(SLOT_TAKEN_POS) X(RING_OFFSET) X(REC_HEADER)           \
+  X(SLOT_CLAIMING_POS) X(SLOT_CLAIMING_SPAN) X(SLOT_WAITING) X(SLOT_TAKEN_POS) X(SLOT_BELL) X(SLOT_BELL_STATE) \
+  X(OFF_BELLS) X(BELL_IDLE) X(BELL_ARMED) X(BELL_RUNG) X(BELL_BITS) X(RING_OFFSET) X(REC_HEADER)                                    \
   X(REC_ALIGN) X(REC_LENGTH) X(REC_TYPE) X(REC_STATE) X(REC_TAG) X(REC_CLAIMED) X(REC_COMMITTED)    \
   X(REC_ABANDONED) X(REC_TAKEN) X(REC_DONE) X(REC_SKIPPED) X(SLOT_FREE) X(SLOT_ACTIVE) X(ROLE_PRODUCER)            \
   X(ROLE_CONSUMER) X(INIT_READY) X(FENCE_ASYMMETRIC) X(FENCE_SYMMETRIC) X(TYPE_FLOAT_VECTOR)        \

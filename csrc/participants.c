@@ -98,10 +98,16 @@ static void retire_slot(psy_channel *ch, uint32_t slot) {
   if (waiting & PSY_WAITING_DATA) __atomic_fetch_sub(u32_at(ch, PSY_OFF_DATA_WAITERS), 1, __ATOMIC_SEQ_CST);
   if (waiting & PSY_WAITING_SPACE) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_WAITERS), 1, __ATOMIC_SEQ_CST);
   if (waiting & PSY_WAITING_FLUSH) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_WAITERS), 1, __ATOMIC_SEQ_CST);
+  uint32_t sleeping = waiting >> PSY_WAITING_SLEEPS;
+  if (sleeping & PSY_WAITING_DATA) __atomic_fetch_sub(u32_at(ch, PSY_OFF_DATA_SLEEPERS), 1, __ATOMIC_SEQ_CST);
+  if (sleeping & PSY_WAITING_SPACE) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_SLEEPERS), 1, __ATOMIC_SEQ_CST);
+  if (sleeping & PSY_WAITING_FLUSH) __atomic_fetch_sub(u32_at(ch, PSY_OFF_SPACE_SLEEPERS), 1, __ATOMIC_SEQ_CST);
   cas32(u32_at(ch, PSY_OFF_PRODUCER_OWNER), slot + 1, 0);
   cas32(u32_at(ch, PSY_OFF_CONSUMER_OWNER), slot + 1, 0);
   __atomic_fetch_and(roles_word(ch, slot), 0xffffffff00000000ull, __ATOMIC_SEQ_CST); /* roles 0, generation kept */
   store32((uint32_t *)(s + PSY_SLOT_CLAIMING_SPAN), 0);
+  store32((uint32_t *)(s + PSY_SLOT_BELL_STATE), PSY_BELL_IDLE); /* nobody rings a gone waiter's bell */
+  __atomic_fetch_and(u64_at(ch, PSY_OFF_BELLS), ~(1ull << slot), __ATOMIC_SEQ_CST);
   HOOK("retire_roles");
   store32((uint32_t *)(s + PSY_SLOT_STATE), PSY_SLOT_FREE);
 }

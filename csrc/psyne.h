@@ -115,6 +115,13 @@ PSY_API int32_t psy_poll(psy_channel *ch);
 /* psy_poll for a consumer draining many records in a row: it publishes the space it frees only
  * every quarter of the ring (and when it finds the ring empty); end with psy_release(). */
 PSY_API int32_t psy_poll_batch(psy_channel *ch);
+/* Takes up to `max` messages (at most 256) at once and holds them all: returns how many (the
+ * table at psy_block() then holds index, length, type and span of each, 4 u32 per message), or
+ * PSY_E_EMPTY. Releases what this handle held before. SPSC/MPSC/BROADCAST: a run of records in
+ * ring order; SPMC/MPMC: each taken as psy_poll would. psy_release (or the next poll) releases them
+ * all; a consumer that dies holding them has them delivered again, as a single held record. */
+PSY_API int32_t psy_poll_block(psy_channel *ch, uint32_t max);
+PSY_API const uint32_t *psy_block(const psy_channel *ch);
 /* Puts the polled record back: the next psy_poll returns it again. */
 PSY_API int32_t psy_unpoll(psy_channel *ch);
 /* Consumes the polled record; its space may be reused at once. */
@@ -154,6 +161,16 @@ PSY_API int32_t psy_waiter_start(psy_channel *ch, int32_t kind, psy_wake_callbac
 PSY_API int32_t psy_waiter_arm(psy_channel *ch, int32_t kind, uint32_t length);
 PSY_API int32_t psy_waiter_disarm(psy_channel *ch, int32_t kind);
 PSY_API int32_t psy_waiter_stop(psy_channel *ch);
+
+/* Asynchronous waiting without a thread (Linux): the event loop listens on an abstract Unix stream
+ * socket named "psyne-bell-" and `bell` as 8 hex digits (its doorbell), and arms a kind: 1 if the
+ * condition already holds (nothing armed), 0 once armed. Whoever then satisfies the wait writes a
+ * byte to the bell (once per arming). When bytes arrive (safety 0), or from a slow timer (safety
+ * 1, every 50 ms or so), psy_bell_wake tells for each armed kind whether to look again (1: it is
+ * disarmed; poll, and arm again to wait on). */
+PSY_API int32_t psy_bell_arm(psy_channel *ch, int32_t kind, uint32_t length, uint32_t bell);
+PSY_API int32_t psy_bell_wake(psy_channel *ch, int32_t kind, uint32_t length, int32_t safety);
+PSY_API int32_t psy_bell_disarm(psy_channel *ch, int32_t kind);
 
 /* Observes without consuming: the next committed record after this handle's observer position
  * (which starts at the newest), details in psy_polled(); or PSY_E_EMPTY. The producer does not

@@ -224,6 +224,25 @@ static int32_t claim(psy_channel *ch, uint32_t count, uint32_t length, uint32_t 
 }
 
 int32_t psy_claim(psy_channel *ch, uint32_t length, uint32_t type) {
+  /* the common case, in few instructions: one record, a single producer that holds its role, room
+   * known from the cached head, a pending entry free. The same stores as claim() in the same order. */
+  uint32_t span = record_span(length);
+  uint64_t position = ch->claim_pos;
+  if (!multi_producer(ch) && (ch->roles & PSY_ROLE_PRODUCER) && length <= ch->capacity - PSY_REC_HEADER && ch->fd >= 0 &&
+      ch->pending_count < PSY_MAX_PENDING && position - ch->head_cache + span <= ch->capacity) {
+    ch->claim_pos = position + span;
+    uint8_t *rec = record_at(ch, position);
+    *rec_u32(rec, PSY_REC_LENGTH) = length;
+    *rec_u32(rec, PSY_REC_TYPE) = type;
+    if (span - PSY_REC_HEADER != length) memset(rec + PSY_REC_HEADER + length, 0, span - PSY_REC_HEADER - length);
+    __atomic_store_n(rec_word(rec), rec_word_of(ch, position, mine(ch, PSY_REC_CLAIMED)), __ATOMIC_RELEASE);
+    HOOK("claim_written");
+    psy_pending *p = &ch->pending[(ch->pending_first + ch->pending_count++) % PSY_MAX_PENDING];
+    *p = (psy_pending){.position = position, .span = span, .length = length, .record_span = span, .count = 1, .done = 0};
+    uint32_t index = (uint32_t)(position & ch->mask);
+    ch->claimed = (psy_polled_record){.index = index, .length = length, .type = type, .span = span};
+    return (int32_t)index;
+  }
   int32_t rc = claim(ch, 1, length, type);
   return rc < 0 ? rc : (int32_t)ch->claimed.index;
 }
@@ -297,7 +316,21 @@ static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
                   ch->path + 7, index);
 }
 
-int32_t psy_commit(psy_channel *ch, uint32_t index) { return finish(ch, index, PSY_REC_COMMITTED); }
+int32_t psy_commit(psy_channel *ch, uint32_t index) {
+  /* the common case: a single producer commits its oldest claim, one record */
+  psy_pending *p = &ch->pending[ch->pending_first];
+  if (!multi_producer(ch) && ch->pending_count && (uint32_t)(p->position & ch->mask) == index && !p->done && p->count == 1) {
+    __atomic_store_n(rec_word(record_at(ch, p->position)), rec_word_of(ch, p->position, mine(ch, PSY_REC_COMMITTED)), __ATOMIC_RELEASE);
+    p->done = 1;
+    *slot_counter(ch, PSY_SLOT_MSGS_SENT) += 1;
+    *slot_counter(ch, PSY_SLOT_BYTES_SENT) += p->length;
+    ch->has_sent = 1;
+    HOOK("commit_stored");
+    publish(ch);
+    return 0;
+  }
+  return finish(ch, index, PSY_REC_COMMITTED);
+}
 int32_t psy_abandon(psy_channel *ch, uint32_t index) { return finish(ch, index, PSY_REC_ABANDONED); }
 
 /* ---- consumer ---------------------------------------------------------------------------- */
@@ -363,6 +396,8 @@ static int32_t deliver(psy_channel *ch, uint64_t position, const record_header *
   ch->held = 1;
   ch->held_pos = position;
   ch->held_span = h->span;
+  ch->held_count = 1;
+  ch->held_bytes = h->length;
   return (int32_t)ch->polled.index;
 }
 
@@ -465,10 +500,15 @@ static void release(psy_channel *ch, int defer) {
   if (!ch->held) return;
   ch->held = 0;
   ch->unpolled = 0;
-  (*slot_counter(ch, PSY_SLOT_MSGS_RECEIVED))++;
-  *slot_counter(ch, PSY_SLOT_BYTES_RECEIVED) += ch->polled.length;
+  *slot_counter(ch, PSY_SLOT_MSGS_RECEIVED) += ch->held_count;
+  *slot_counter(ch, PSY_SLOT_BYTES_RECEIVED) += ch->held_bytes;
   if (work_queue(ch)) {
-    store64(rec_word(record_at(ch, ch->held_pos)), rec_word_of(ch, ch->held_pos, mine(ch, PSY_REC_DONE)));
+    if (ch->held_count == 1) {
+      store64(rec_word(record_at(ch, ch->held_pos)), rec_word_of(ch, ch->held_pos, mine(ch, PSY_REC_DONE)));
+    } else { /* a block: each record was taken on its own */
+      for (uint32_t i = 0; i < ch->held_count; i++)
+        store64(rec_word(record_at(ch, ch->block_pos[i])), rec_word_of(ch, ch->block_pos[i], mine(ch, PSY_REC_DONE)));
+    }
     HOOK("release_done");
     advance_head(ch);
   } else {
@@ -484,7 +524,7 @@ int32_t psy_release(psy_channel *ch) {
 }
 
 int32_t psy_unpoll(psy_channel *ch) {
-  if (ch->held) ch->unpolled = 1; /* the next poll returns the same record */
+  if (ch->held && ch->held_count == 1) ch->unpolled = 1; /* the next poll returns the same record */
   return 0;
 }
 
@@ -504,8 +544,104 @@ static int32_t poll(psy_channel *ch, int defer) {
   return rc;
 }
 
-int32_t psy_poll(psy_channel *ch) { return poll(ch, 0); }
+int32_t psy_poll(psy_channel *ch) {
+  /* the common case: a single consumer with its role releases what it held and finds the next
+   * record committed (anything else, empty included, takes the general way) */
+  if (!work_queue(ch) && (ch->roles & PSY_ROLE_CONSUMER) && !ch->unpolled && ch->fd >= 0) {
+    release(ch, 0);
+    if (ch->read_pos == ch->tail_cache) {
+      ch->tail_cache = load64(u64_at(ch, PSY_OFF_TAIL)); /* pairs with the producer's publish */
+      if (ch->read_pos == ch->tail_cache) { /* empty, as read_next and poll() handle it */
+        maybe_recover(ch);
+        publish_read(ch);
+        return PSY_E_EMPTY;
+      }
+    }
+    uint64_t available = ch->tail_cache - ch->read_pos;
+    record_header h;
+    if (available && available <= ch->capacity && read_header(ch, ch->read_pos, available, &h) && h.state == PSY_REC_COMMITTED)
+      return deliver(ch, ch->read_pos, &h);
+  }
+  return poll(ch, 0);
+}
 int32_t psy_poll_batch(psy_channel *ch) { return poll(ch, 1); }
+
+/* Single consumer: the committed records from read_pos on, up to `max` messages, held as one run
+ * (abandoned records inside it are passed over, not listed). */
+static int32_t read_block(psy_channel *ch, uint32_t max) {
+  ch->tail_cache = load64(u64_at(ch, PSY_OFF_TAIL)); /* once per block: pairs with the producer's publish */
+  uint64_t start = ch->read_pos, position = start, bytes = 0;
+  uint32_t n = 0;
+  while (n < max && position != ch->tail_cache) {
+    uint64_t available = ch->tail_cache - position;
+    if (available > ch->capacity) return corrupt_cursors(ch, "tail and read position", ch->tail_cache, position);
+    record_header h;
+    if (!read_header(ch, position, available, &h) || !finished(h.state)) return corrupt_record(ch, position, available);
+    if (!skippable(h.state)) {
+      uint32_t *entry = ch->block[n++];
+      entry[0] = (uint32_t)(position & ch->mask), entry[1] = h.length, entry[2] = h.type, entry[3] = h.span;
+      bytes += h.length;
+    }
+    position += h.span;
+  }
+  if (n == 0) {
+    ch->read_pos = position; /* only skipped records: pass them */
+    maybe_recover(ch); /* a dead producer may hold tail back */
+    return PSY_E_EMPTY;
+  }
+  __atomic_store_n(slot_u64(ch, (uint32_t)ch->slot, PSY_SLOT_TAKEN_POS), position, __ATOMIC_RELAXED); /* for flush, as deliver() */
+  ch->held = 1;
+  ch->held_pos = start;
+  ch->held_span = (uint32_t)(position - start);
+  ch->held_count = n;
+  ch->held_bytes = bytes;
+  return (int32_t)n;
+}
+
+/* Work queues: up to `max` records, each taken as psy_poll takes one. */
+static int32_t take_block(psy_channel *ch, uint32_t max) {
+  uint32_t n = 0;
+  uint64_t bytes = 0;
+  while (n < max) {
+    int32_t rc = take_next(ch); /* holds the one it took */
+    if (rc < 0) {
+      if (n == 0) return rc;
+      break; /* empty now, or a failure the next call reports */
+    }
+    uint32_t *entry = ch->block[n];
+    entry[0] = ch->polled.index, entry[1] = ch->polled.length, entry[2] = ch->polled.type, entry[3] = ch->polled.span;
+    ch->block_pos[n++] = ch->held_pos;
+    bytes += ch->polled.length;
+  }
+  if (n > 1) {
+    ch->held_count = n;
+    ch->held_bytes = bytes;
+  }
+  return (int32_t)n;
+}
+
+int32_t psy_poll_block(psy_channel *ch, uint32_t max) {
+  if (ch->fd < 0) return inherited(ch);
+  if (!(ch->roles & PSY_ROLE_CONSUMER)) {
+    int32_t rc = become_consumer(ch);
+    if (rc) return rc;
+  }
+  if (max == 0 || max > PSY_BLOCK_MAX) return psy_fail(PSY_E_INVALID_ARG, "a block of %u messages: 1 to %u", max, PSY_BLOCK_MAX);
+  if (ch->held && ch->unpolled) { /* a record put back is the whole next block */
+    ch->unpolled = 0;
+    uint32_t *entry = ch->block[0];
+    entry[0] = ch->polled.index, entry[1] = ch->polled.length, entry[2] = ch->polled.type, entry[3] = ch->polled.span;
+    ch->block_pos[0] = ch->held_pos;
+    return 1;
+  }
+  release(ch, 1); /* publishes the space every BATCH_PUBLISH_BYTES, as psy_poll_batch */
+  if (work_queue(ch)) return take_block(ch, max);
+  int32_t rc = read_block(ch, max);
+  if (rc == PSY_E_EMPTY) publish_read(ch); /* caught up: free everything read */
+  return rc;
+}
+
+const uint32_t *psy_block(const psy_channel *ch) { return &ch->block[0][0]; }
 
 /* ---- retained reading (psyne.h): a pump forwards records, frees them when acknowledged -------- */
 

@@ -428,6 +428,7 @@ static void fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
 static void fork_child(void) {
   for (psy_channel *ch = open_handles; ch; ch = ch->next_open) {
     release_fd(ch); /* the parent's locks now live and die with the parent alone */
+    bells_close(ch);
     for (int kind = 0; kind < PSY_WAIT_KINDS; kind++) ch->waiters[kind] = NULL; /* threads do not survive fork */
   }
   pthread_mutex_unlock(&handles_lock);
@@ -444,6 +445,7 @@ static void thread_ended(void *marker) {
     if (ch->bound && pthread_equal((pthread_t)ch->owner_thread, pthread_self())) {
       *at = ch->next_open;
       waiters_stop(ch); /* no callback into a JavaScript context that is gone */
+      bells_close(ch);
       debug_log(ch, "its thread ended with the channel open: dropped as if crashed");
       release_fd(ch);
       continue;
@@ -544,6 +546,7 @@ int32_t psy_close(psy_channel *ch) {
   if (!ch) return psy_fail(PSY_E_INVALID_ARG, "close of a null channel");
   track(ch, 0);
   waiters_stop(ch);
+  bells_close(ch);
   if (ch->fd >= 0) { /* not a handle inherited through fork: that one only unmaps */
     ring_close(ch);
     participants_leave(ch);

@@ -40,6 +40,6 @@ describe("the shared-memory layout", () => {
 
   test("the layout hash is stable for a given table", () => {
     expect(layoutHash).toBeGreaterThan(0);
-    expect(layout.LAYOUT_VERSION).toBe(2);
+    expect(layout.LAYOUT_VERSION).toBe(3);
   });
 });

@@ -130,8 +130,15 @@ async function runWindow(mode: ChannelMode, victimRole: "producer" | "consumer",
   let victimConsumer = victimRole === "consumer" && !joinsLate ? start("consumer", true) : undefined;
   const liveConsumer = victimRole === "consumer" && singleConsumer ? undefined : start("consumer", false);
   for (const c of peers) await waitForLine(c.proc, "ready");
+  // a live producer attaches before a producer victim can die (unless the victim's first pass is the
+  // window): one that attached later would take the dead slot and settle it as a joiner, whatever
+  // the recovery under test (PSY_TEST_DISABLE) does
+  const hasLiveProducer = !(victimRole === "producer" && singleProducer);
+  const liveFirst = hasLiveProducer && victimRole === "producer" && options.hit !== 1;
+  let liveProducer = liveFirst ? start("producer", false) : undefined;
+  if (liveProducer) await waitForLine(liveProducer.proc, "ready");
   const victimProducer = victimRole === "producer" ? start("producer", true, 100_000, batch) : undefined;
-  const liveProducer = victimRole === "producer" && singleProducer ? undefined : start("producer", false);
+  if (hasLiveProducer) liveProducer ??= start("producer", false);
   if (joinsLate) {
     await waitForLine(liveProducer!.proc, "ready");
     await Bun.sleep(50);

@@ -2,7 +2,7 @@
 // allocAsync; no lost wake-up in 10 000 parked round trips; near-zero CPU while parked.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { ByteVector, ChannelFullError, createChannel, FloatVector, Int32Vector } from "../src/index.ts";
-import { finish, fixture, ownSegments, reapChildren, report, spawnBun, uniqueName, waitForLine } from "./helpers";
+import { finish, fixture, ownSegments, reapChildren, report, spawnBun, testLibrary, uniqueName, waitForLine } from "./helpers";
 
 setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
 afterEach(reapChildren);
@@ -112,6 +112,21 @@ test("10 000 round trips between two processes, both sides parking, none stuck",
   expect(report(b)).toMatchObject({ count: 10_000, wrong: 0 });
   console.log(`10 000 parked round trips in ${pinged.elapsedMs.toFixed(0)} ms (${((pinged.elapsedMs * 500) / 10_000).toFixed(1)} us one-way)`);
 }, 120_000);
+
+// The same with the safety re-poll switched off (test library, PSY_TEST_DISABLE=safety): every
+// wake-up must come from the sender, by either way of waking an event loop; a lost one would leave
+// a round trip waiting for recv()'s 10 s timeout, and count as wrong.
+for (const wake of ["bell", "thread"] as const)
+  test(`10 000 parked round trips with no safety re-poll, woken by ${wake === "bell" ? "the doorbell" : "a waiter thread"} alone`, async () => {
+    const u = uri(`pingpong-${wake}`);
+    const env = { PSYNE_SPIN_US: "0", PSYNE_WAKE: wake, PSYNE_LIB: testLibrary(), PSY_TEST_DISABLE: "safety" };
+    const pong = spawnBun(fixture("waiter.ts"), ["pong", u], { timeoutMs: 60_000, env });
+    await waitForLine(pong, "ready");
+    const ping = spawnBun(fixture("waiter.ts"), ["ping", u, 10_000], { timeoutMs: 60_000, env });
+    const [a, b] = await Promise.all([finish(ping), finish(pong)]);
+    expect(report(a)).toMatchObject({ count: 10_000, wrong: 0 });
+    expect(report(b)).toMatchObject({ count: 10_000, wrong: 0 });
+  }, 120_000);
 
 test("with the default short spin, a fast ping-pong mostly avoids parking (and still loses nothing)", async () => {
   const u = uri("pingpong-spin");

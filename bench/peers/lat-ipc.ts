@@ -1,7 +1,8 @@
 // Bun IPC ping-pong: the pinger Bun.spawn()s this file again as its child with `ipc` (JSON
 // serialization); the child echoes every message with process.send(). Messages are the sequence
 // numbers. Usage: bun lat-ipc.ts ROUNDS WARMUP TIMEOUT_MS [CHILD_CPU] (prints a LatencyReport as
-// JSON; with CHILD_CPU the child runs under `taskset -c CHILD_CPU`, else it inherits our CPUs)
+// JSON; with CHILD_CPU the child runs under `taskset -c CHILD_CPU`, else it inherits our CPUs).
+// LAT_GAP_MS=1: 1 ms between round trips.
 import { giveUpAfter, Samples } from "./lat-common.ts";
 
 if (process.argv[2] === "echo") {
@@ -10,6 +11,7 @@ if (process.argv[2] === "echo") {
 } else {
   const [rounds, warmup, timeoutMs] = process.argv.slice(2, 5).map(Number) as [number, number, number];
   const childCpu = process.argv[5];
+  const gapMs = Number(process.env.LAT_GAP_MS ?? 0);
   const total = rounds + warmup;
   giveUpAfter(timeoutMs, "bun-ipc ping");
   const samples = new Samples(rounds, warmup);
@@ -30,12 +32,15 @@ if (process.argv[2] === "echo") {
       }
       samples.add(seq, t1 - t0);
       if (++seq === total) return done.resolve();
-      t0 = Bun.nanoseconds();
-      child.send(seq);
+      if (gapMs > 0) return void setTimeout(ping, gapMs);
+      ping();
     },
   });
-  t0 = Bun.nanoseconds();
-  child.send(seq);
+  function ping(): void {
+    t0 = Bun.nanoseconds();
+    child.send(seq);
+  }
+  ping();
   await done.promise;
   child.disconnect();
   await child.exited;

@@ -1,7 +1,9 @@
 // psyne ping-pong over two SPSC channels, NAME-ping and NAME-pong (64 KiB each): the pinger sends
 // Int32Vector [seq] on ping and waits for the same seq on pong; the ponger echoes. How a side waits:
-//   poll: busy-polls receive() (never blocks)      recv: await recv() (parked, woken by a futex)
-//   sync: receiveSync() (blocks the thread in the kernel)
+//   poll: busy-polls receive() (never blocks)      recv: await recv() (parked; woken by a doorbell,
+//   or with PSYNE_WAKE=thread by a waiter thread)  sync: receiveSync() (blocks the thread in the kernel)
+// LAT_GAP_MS=1: the pinger waits 1 ms between round trips (recv only), so the ponger is parked when
+// each ping comes, as a service is between requests.
 // Usage: bun lat-psyne.ts ping|pong NAME poll|recv|sync ROUNDS WARMUP TIMEOUT_MS
 //   (the pinger prints a LatencyReport as JSON)
 //        bun lat-psyne.ts idle NAME TIMEOUT_MS: parks in await recv() on NAME-ping until one message
@@ -68,8 +70,10 @@ const check = (m: Int32Vector | null, seq: number): boolean => {
 };
 
 // the loops are written twice so that poll and sync pay for no await
+const gapMs = Number(process.env.LAT_GAP_MS ?? 0);
 if (pinger && how === "recv") {
   for (let seq = 0; seq < total; seq++) {
+    if (gapMs > 0) await Bun.sleep(gapMs);
     const t0 = Bun.nanoseconds();
     send(seq);
     const m = await input.recv(Int32Vector, { timeout: timeoutMs });

@@ -18,6 +18,8 @@ import { type HeaderInfo, readHeader } from "./header";
 import { layout } from "./layout";
 import { sweepSoon } from "./cleanup";
 import { Parking, spin, WaitKind, type WaitOptions } from "./waiting";
+import { BLOCK_MAX, FILL, MessageBlock } from "./block";
+import { FLY_ABANDON, FLY_CLAIM, FLY_CLAIM_ASYNC, FLY_COMMIT, FLY_POLL, FLY_POLL_ASYNC, FLY_RELEASE, FLY_VIEW, type FlyType, UNHOLD, type Unholdable } from "./flyweight";
 import {
   ALLOC,
   ALLOC_ASYNC,
@@ -25,6 +27,7 @@ import {
   BUFFER,
   ByteVector,
   CHECKED,
+  channelView,
   checkMessageType,
   DISCARD,
   JsonType,
@@ -37,6 +40,7 @@ import {
   type MessageMeta,
   MessageState,
   type MessageType,
+  RECEIVE_SIDE,
   RELEASE,
   retire,
   TextType,
@@ -133,6 +137,9 @@ export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: C
 
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
+
+// layout constants the per-message path uses: `layout` is a Proxy (about 19 ns a read)
+const REC_HEADER = layout.REC_HEADER;
 
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
@@ -249,6 +256,9 @@ export class Channel implements MessageChannel {
   #claimed: Uint32Array; // psy_claimed(): the last claim's first index and per-record span
   #claimedBuffer: ArrayBuffer;
   #held: Message | null = null; // the received message this handle holds
+  #reader: Unholdable | null = null; // or the T.reader positioned on the record this handle holds, or its block
+  #block: MessageBlock | null = null; // receiveBlock()'s, made on first use
+  #blockTable: ArrayBuffer | null = null; // its C table (psy_block), process-local
   #payloadBase: number; // buffer offset of ring index 0's payload
   #parking: Parking | null = null; // async waits, made on first use
   #bytes: Uint8Array | null = null; // the whole mapping, for the batch calls
@@ -281,6 +291,7 @@ export class Channel implements MessageChannel {
       Object.defineProperty(this, "mode", { get: () => net.mode, enumerable: true });
       Object.defineProperty(this, "bufferSize", { get: () => net.bufferSize, enumerable: true });
       this[SEND_SIDE] = () => net.sender();
+      this[RECEIVE_SIDE] = () => net.receiver();
       trackOpen(this);
       return;
     }
@@ -351,6 +362,8 @@ export class Channel implements MessageChannel {
 
   /** A network channel's messages are allocated in its local send ring (messages.ts checkChannel). */
   [SEND_SIDE]?: () => Channel;
+  /** ...and its T.reader reads its local receive ring. */
+  [RECEIVE_SIDE]?: () => Channel;
 
   /** Internal: messages larger than `bytes` throw MessageTooLargeError (a transport's send ring). */
   [MESSAGE_LIMIT](bytes: number): void {
@@ -402,7 +415,7 @@ export class Channel implements MessageChannel {
 
   /** Claims a record for a new message (new T(channel, n)); see #claim. */
   [ALLOC](byteLength: number, type: { typeName: string; typeId: number }, orNull: boolean): number {
-    this.#checkSendOrder(`allocating a ${type.typeName}`);
+    if (this.#parking !== null) this.#checkSendOrder(`allocating a ${type.typeName}`);
     return this.#claim(byteLength, type, orNull);
   }
 
@@ -558,6 +571,104 @@ export class Channel implements MessageChannel {
 
   [BUFFER](): ArrayBuffer {
     return this.#buffer;
+  }
+
+  // ---- flyweights: T.writer(channel), T.reader(channel) (src/core/flyweight.ts) ---------------
+
+  [FLY_VIEW](): DataView {
+    return channelView(this.#buffer);
+  }
+
+  [FLY_CLAIM](type: FlyType): number {
+    if (this.#parking !== null) this.#checkSendOrder(`claim() of a ${type.typeName} writer`);
+    return this.#claim(type.byteLength, type, true);
+  }
+
+  async [FLY_CLAIM_ASYNC](type: FlyType, options: { timeout: number | undefined; signal: AbortSignal | undefined }): Promise<number> {
+    const { timeout, signal } = options;
+    this.#open();
+    if (signal?.aborted) throw signal.reason;
+    const byteLength = type.byteLength;
+    if (byteLength > this.bufferSize - REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    const attempt = (): number | null => {
+      const offset = this.#claim(byteLength, type, true);
+      return offset < 0 ? null : offset;
+    };
+    if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
+      const offset = attempt() ?? spin(attempt);
+      if (offset !== null) return offset;
+    }
+    const offset = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
+    if (offset !== null) return offset;
+    this.#open();
+    throw this.#fullError(byteLength, `still full after ${timeout} ms`);
+  }
+
+  [FLY_COMMIT](offset: number): void {
+    this.#open();
+    this.#commitAt(offset);
+  }
+
+  [FLY_ABANDON](offset: number): void {
+    const rc = lib.psy_abandon(this.#open(), offset - this.#payloadBase);
+    if (rc < 0) throw fromNative(rc, lastError());
+  }
+
+  /** The next message for `reader`, releasing the one this handle held: its payload offset, or -1. */
+  [FLY_POLL](reader: Unholdable, type: FlyType): number {
+    if (this.#receiving !== null) this.#checkNotReceiving(`next() of a ${type.typeName} reader`);
+    return this.#flyPoll(reader, type);
+  }
+
+  #flyPoll(reader: Unholdable, type: FlyType): number {
+    const handle = this.#open();
+    if (this.#held !== null || this.#reader !== null) this.#dropHeld();
+    const index = lib.psy_poll(handle); // releases the message before it
+    if (this.#afterRelease !== null) this.#afterRelease();
+    if (index < 0) {
+      if (index === NativeCode.EMPTY) return -1;
+      throw fromNative(index, lastError());
+    }
+    const polled = this.#polled;
+    if (polled[2] !== type.typeId || polled[1]! < type.byteLength) {
+      lib.psy_unpoll(handle);
+      const typeId = polled[2]!;
+      const actual = typeId !== type.typeId ? (typeById(typeId)?.typeName ?? `type#${typeId}`) : `${polled[1]}-byte message`;
+      throw new MessageTypeError(
+        `the next message on ${this.uri} is a ${actual}, not a ${type.typeName} (${type.byteLength} bytes); it stays in the channel (receive() without a type takes any)`,
+        type.typeName,
+        actual,
+      );
+    }
+    this.#reader = reader;
+    return this.#payloadBase + index;
+  }
+
+  /** FLY_POLL, waiting (as recv(), and the handle's pending receive meanwhile): -1 on timeout. */
+  async [FLY_POLL_ASYNC](reader: Unholdable, type: FlyType, options: { timeout: number | undefined; signal: AbortSignal | undefined }): Promise<number> {
+    const { timeout, signal } = options;
+    this.#open();
+    this.#checkNotReceiving(`nextAsync() of a ${type.typeName} reader`);
+    if (signal?.aborted) throw signal.reason;
+    const attempt = (): number | null => {
+      const offset = this.#flyPoll(reader, type);
+      return offset < 0 ? null : offset;
+    };
+    this.#receiving = "nextAsync()";
+    try {
+      const offset = attempt() ?? spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+      return offset ?? -1;
+    } finally {
+      queueMicrotask(this.#endRecv);
+    }
+  }
+
+  [FLY_RELEASE](reader: Unholdable): void {
+    if (this.#reader !== reader) return; // another receive on this handle released it already
+    this.#reader = null;
+    const rc = lib.psy_release(this.#open());
+    if (rc < 0) throw fromNative(rc, lastError());
+    if (this.#afterRelease !== null) this.#afterRelease();
   }
 
   /**
@@ -788,6 +899,45 @@ export class Channel implements MessageChannel {
       if (this.#afterRelease !== null) this.#afterRelease();
     }
     return count;
+  }
+
+  /**
+   * The batch path for receiving with no call per message: takes up to `max` messages available
+   * now (1 to 256; default 256) and returns this handle's MessageBlock (the same object each
+   * time): `count` messages, message i at `bytes[offset(i) ...]` for `length(i)` bytes, of type
+   * `typeId(i)`; `view` is the same memory as a DataView. They stay valid until release(), the
+   * next receiveBlock() or other receive on this handle, or close(). count 0: none now.
+   */
+  receiveBlock(max = BLOCK_MAX): MessageBlock {
+    if (this.#net) return this.#net.receiver().receiveBlock(max);
+    const handle = this.#open();
+    if (typeof max !== "number" || !Number.isInteger(max) || max < 1 || max > BLOCK_MAX)
+      throw invalidArgument("receiveBlock(max): max", `an integer from 1 to ${BLOCK_MAX}`, max);
+    if (this.#receiving !== null) this.#checkNotReceiving("receiveBlock()");
+    const block = (this.#block ??= this.#makeBlock(handle));
+    if (this.#held !== null || this.#reader !== null) this.#dropHeld();
+    const count = lib.psy_poll_block(handle, max); // releases what this handle held
+    if (this.#afterRelease !== null) this.#afterRelease();
+    if (count < 0) {
+      if (count !== NativeCode.EMPTY) throw fromNative(count, lastError());
+      return block;
+    }
+    block[FILL](count);
+    this.#reader = block;
+    return block;
+  }
+
+  #makeBlock(handle: Handle): MessageBlock {
+    const bytes = (this.#bytes ??= new Uint8Array(this.#buffer));
+    this.#blockTable = toArrayBuffer(lib.psy_block(handle)!, 0, 16 * BLOCK_MAX);
+    const table = new Uint32Array(this.#blockTable);
+    return new MessageBlock(bytes, channelView(this.#buffer), table, this.#payloadBase, () => {
+      if (this.#reader !== this.#block) return;
+      this.#reader = null;
+      const rc = lib.psy_release(this.#open());
+      if (rc < 0) throw fromNative(rc, lastError());
+      if (this.#afterRelease !== null) this.#afterRelease();
+    });
   }
 
   /** Sends any JSON value (copied once into the channel); receive() gives a message with .json(). */
@@ -1043,12 +1193,17 @@ export class Channel implements MessageChannel {
     return count;
   }
 
-  /** Marks the held message released (the C side frees it at the next poll or release). */
+  /** Marks the held message released, or moves a reader off it (the C side frees it at the next poll or release). */
   #dropHeld(): void {
     const held = this.#held;
     if (held !== null) {
       this.#held = null;
       retire(held[META], MessageState.Released);
+    }
+    const reader = this.#reader;
+    if (reader !== null) {
+      this.#reader = null;
+      reader[UNHOLD]();
     }
   }
 
@@ -1101,6 +1256,7 @@ export class Channel implements MessageChannel {
     this.#buffer.transfer(0);
     this.#polledBuffer.transfer(0);
     this.#claimedBuffer.transfer(0);
+    this.#blockTable?.transfer(0);
     lib.psy_close(handle);
     debug(this.uri, "closed");
     sweepSoon();

@@ -39,6 +39,8 @@ const symbols = {
   psy_release: { args: [P], returns: i32 },
   psy_polled: { args: [P], returns: P },
   psy_claimed: { args: [P], returns: P },
+  psy_poll_block: { args: [P, u32], returns: i32 },
+  psy_block: { args: [P], returns: P },
   psy_used: { args: [P], returns: u32 },
   psy_unflushed: { args: [P], returns: f64 },
   psy_peek: { args: [P], returns: i32 },
@@ -55,6 +57,9 @@ const symbols = {
   psy_waiter_arm: { args: [P, i32, u32], returns: i32 },
   psy_waiter_disarm: { args: [P, i32], returns: i32 },
   psy_waiter_stop: { args: [P], returns: i32 },
+  psy_bell_arm: { args: [P, i32, u32, u32], returns: i32 },
+  psy_bell_wake: { args: [P, i32, u32, i32], returns: i32 },
+  psy_bell_disarm: { args: [P, i32], returns: i32 },
   // diagnostics and layout
   psy_last_error: { args: [], returns: cstring },
   psy_layout: { args: [], returns: cstring },

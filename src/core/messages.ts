@@ -4,6 +4,7 @@
 // INVALID_STATE; in checked mode (PSYNE_CHECKED=1) the elements do too (see CHECKED).
 import { checkUint32, describe, invalidArgument } from "./check";
 import { PsyneError } from "./errors";
+import { type FieldArray, type FieldLayout, type FlyweightChannel, flyweightClasses, type StructReader, type StructWriter, type WritableFieldArray } from "./flyweight";
 import { layout } from "./layout";
 
 /**
@@ -31,6 +32,8 @@ export interface AllocOptions {
 
 /** A channel whose messages live in another channel: a network channel's local send ring. */
 export const SEND_SIDE = Symbol("psyne.sendSide");
+/** The channel a network channel receives from: its local receive ring (for T.reader). */
+export const RECEIVE_SIDE = Symbol("psyne.receiveSide");
 
 export interface MessageChannel {
   [SEND_SIDE]?(): MessageChannel;
@@ -335,14 +338,19 @@ function vectorClass<A>(Base: TypedArrayConstructor, typeName: string, typeId: n
     static get [Symbol.species]() {
       return Base;
     }
-    declare [META]: MessageMeta;
+    // a private field, read through the [META] getter below: adding a symbol-keyed property to a
+    // typed array costs about 30 ns (a slow path that grows its storage), a private field about 8
+    #meta: MessageMeta;
+    get [META](): MessageMeta {
+      return this.#meta;
+    }
 
     constructor(channel: MessageChannel, length: number) {
       let meta = pendingMeta;
       if (meta) pendingMeta = null;
       else meta = allocMeta(checkChannel(typeName, channel), Vector, checkCount(typeName, length) * elementSize);
       super(meta.buffer, meta.byteOffset, (meta.byteLength / elementSize) | 0);
-      this[META] = meta;
+      this.#meta = meta;
     }
 
     static view(meta: MessageMeta): Message {
@@ -423,8 +431,27 @@ export type StructFields<F extends Record<string, FieldSpec>> = {
   [K in keyof F]: F[K] extends [infer S, number] ? ArrayValue<S> : F[K] extends Scalar ? ScalarValue<F[K]> : never;
 };
 
+/** A writer's fields: scalars as on an instance, arrays as indexed accessors. */
+export type WriterFields<F extends Record<string, FieldSpec>> = {
+  [K in keyof F]: F[K] extends [string, number] ? WritableFieldArray : F[K] extends Scalar ? ScalarValue<F[K]> : never;
+};
+/** A reader's fields: read-only. */
+export type ReaderFields<F extends Record<string, FieldSpec>> = {
+  readonly [K in keyof F]: F[K] extends [string, number] ? FieldArray : F[K] extends Scalar ? ScalarValue<F[K]> : never;
+};
+
 export interface StructClass<F extends Record<string, FieldSpec>> extends MessageClass<StructFields<F> & Message> {
   new (channel: MessageChannel): StructFields<F> & Message;
+  /**
+   * One reusable object that writes messages of this type in place (no object per message):
+   * claim() (false when full) or await claimAsync(), write its fields, send().
+   */
+  writer(channel: MessageChannel): StructWriter & WriterFields<F>;
+  /**
+   * One reusable object that reads messages of this type in place: next() (false when empty,
+   * MessageTypeError as receive(T)), read its fields, and next() again or release().
+   */
+  reader(channel: MessageChannel): StructReader & ReaderFields<F>;
   /** Allocates one, waiting while the channel is full (ChannelFullError on timeout). */
   allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<StructFields<F> & Message>;
   readonly byteLength: number;
@@ -447,6 +474,21 @@ const arrayCtor = {
   f64: Float64Array,
 } as const;
 
+// One DataView per channel mapping, shared by every struct message over it (a DataView costs
+// about 25 ns to make); a copy or a checked-mode message has a buffer and a DataView of its own.
+const channelViews = new WeakMap<ArrayBuffer, DataView>();
+let lastBuffer: ArrayBuffer | null = null;
+let lastView: DataView = new DataView(new ArrayBuffer(0));
+export function channelView(buffer: ArrayBuffer): DataView {
+  if (buffer !== lastBuffer) {
+    let view = channelViews.get(buffer);
+    if (view === undefined) channelViews.set(buffer, (view = new DataView(buffer)));
+    lastBuffer = buffer;
+    lastView = view;
+  }
+  return lastView;
+}
+
 function fnv1a(text: string): number {
   let hash = 2166136261;
   for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 16777619);
@@ -459,30 +501,24 @@ function scalarAccessor(scalar: Scalar, offset: number): PropertyDescriptor {
     checkLive(meta, "read or write");
     return meta.byteOffset + offset;
   };
-  const le = true;
-  const rw: Record<Scalar, [(v: DataView, o: number) => unknown, (v: DataView, o: number, x: never) => void]> = {
-    u8: [(v, o) => v.getUint8(o), (v, o, x) => v.setUint8(o, x)],
-    i8: [(v, o) => v.getInt8(o), (v, o, x) => v.setInt8(o, x)],
-    bool: [(v, o) => v.getUint8(o) !== 0, (v, o, x) => v.setUint8(o, x ? 1 : 0)],
-    u16: [(v, o) => v.getUint16(o, le), (v, o, x) => v.setUint16(o, x, le)],
-    i16: [(v, o) => v.getInt16(o, le), (v, o, x) => v.setInt16(o, x, le)],
-    u32: [(v, o) => v.getUint32(o, le), (v, o, x) => v.setUint32(o, x, le)],
-    i32: [(v, o) => v.getInt32(o, le), (v, o, x) => v.setInt32(o, x, le)],
-    f32: [(v, o) => v.getFloat32(o, le), (v, o, x) => v.setFloat32(o, x, le)],
-    f64: [(v, o) => v.getFloat64(o, le), (v, o, x) => v.setFloat64(o, x, le)],
-    u64: [(v, o) => v.getBigUint64(o, le), (v, o, x) => v.setBigUint64(o, BigInt(x), le)],
-    i64: [(v, o) => v.getBigInt64(o, le), (v, o, x) => v.setBigInt64(o, BigInt(x), le)],
+  type Self = StructInstance & Message;
+  // one getter and setter per type, each calling DataView directly (a call through a shared helper
+  // cannot be inlined, and cost about 3 ns a field)
+  const rw: Record<Scalar, () => [(this: Self) => unknown, (this: Self, x: never) => void]> = {
+    u8: () => [function () { return this.view.getUint8(at(this)); }, function (x: number) { this.view.setUint8(at(this), x); }],
+    i8: () => [function () { return this.view.getInt8(at(this)); }, function (x: number) { this.view.setInt8(at(this), x); }],
+    bool: () => [function () { return this.view.getUint8(at(this)) !== 0; }, function (x: unknown) { this.view.setUint8(at(this), x ? 1 : 0); }],
+    u16: () => [function () { return this.view.getUint16(at(this), true); }, function (x: number) { this.view.setUint16(at(this), x, true); }],
+    i16: () => [function () { return this.view.getInt16(at(this), true); }, function (x: number) { this.view.setInt16(at(this), x, true); }],
+    u32: () => [function () { return this.view.getUint32(at(this), true); }, function (x: number) { this.view.setUint32(at(this), x, true); }],
+    i32: () => [function () { return this.view.getInt32(at(this), true); }, function (x: number) { this.view.setInt32(at(this), x, true); }],
+    f32: () => [function () { return this.view.getFloat32(at(this), true); }, function (x: number) { this.view.setFloat32(at(this), x, true); }],
+    f64: () => [function () { return this.view.getFloat64(at(this), true); }, function (x: number) { this.view.setFloat64(at(this), x, true); }],
+    u64: () => [function () { return this.view.getBigUint64(at(this), true); }, function (x: bigint | number) { this.view.setBigUint64(at(this), BigInt(x), true); }],
+    i64: () => [function () { return this.view.getBigInt64(at(this), true); }, function (x: bigint | number) { this.view.setBigInt64(at(this), BigInt(x), true); }],
   };
-  const [read, write] = rw[scalar];
-  return {
-    get(this: StructInstance & Message) {
-      return read(this.view, at(this));
-    },
-    set(this: StructInstance & Message, value: never) {
-      write(this.view, at(this), value);
-    },
-    enumerable: true,
-  };
+  const [get, set] = rw[scalar]();
+  return { get, set, enumerable: true };
 }
 
 function arrayAccessor(element: keyof typeof arrayCtor, count: number, offset: number, field: string): PropertyDescriptor {
@@ -551,6 +587,12 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
   if (typeId < 256) typeId += 256; // ids below 256 are psyne's own
 
   let viewing: MessageMeta | null = null;
+  const flyweights = flyweightClasses(
+    { typeName: name, typeId, byteLength },
+    layoutOf as FieldLayout,
+    (channel) => ((channel as unknown as MessageChannel)[SEND_SIDE]?.() ?? channel) as FlyweightChannel,
+    (channel) => ((channel as { [RECEIVE_SIDE]?(): unknown })[RECEIVE_SIDE]?.() ?? channel) as FlyweightChannel,
+  );
   class Struct {
     static readonly typeName = name;
     static readonly typeId = typeId;
@@ -565,7 +607,7 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
       if (meta) viewing = null;
       else meta = allocMeta(checkChannel(name, channel), Struct, byteLength);
       this[META] = meta;
-      this.view = new DataView(meta.buffer);
+      this.view = CHECKED || meta.recordOffset < 0 ? new DataView(meta.buffer) : channelView(meta.buffer);
     }
 
     get byteLength(): number {
@@ -588,6 +630,14 @@ export function defineMessage<F extends Record<string, FieldSpec>>(name: string,
 
     static byteLengthFor(): number {
       return byteLength;
+    }
+
+    static writer(channel: MessageChannel): StructWriter {
+      return flyweights.writer(channel);
+    }
+
+    static reader(channel: MessageChannel): StructReader {
+      return flyweights.reader(channel);
     }
 
     static allocAsync(channel: MessageChannel, options?: AllocOptions): Promise<Message> {

@@ -1,7 +1,10 @@
 // Parks asynchronous receives and allocations of one channel handle until the ring may have
-// changed: a C waiter thread sleeps in the kernel (csrc/wait.c) and calls back through a
-// thread-safe JSCallback. The callback does not keep the process alive, so a ref'd timer is held
-// while anything is parked (and re-polls, a second safety net behind the C side's own).
+// changed. On Linux the event loop itself waits: this thread listens on a doorbell (an abstract
+// Unix socket), and whoever satisfies a parked wait writes a byte to it (csrc/events.c): one
+// wake-up, as for Bun's own IPC. Elsewhere (or PSYNE_WAKE=thread) a C waiter thread sleeps in the
+// kernel (csrc/wait.c) and calls back through a thread-safe JSCallback: two wake-ups, the thread
+// then the loop. Neither keeps the process alive by itself, so a ref'd timer is held while anything
+// is parked; with doorbells it is also the slow safety re-poll that the waiter thread does in C.
 import { FFIType, JSCallback } from "bun:ffi";
 import { fromNative, PsyneError } from "./errors";
 import { type Handle, lastError, lib } from "./ffi";
@@ -70,6 +73,68 @@ export function spin<T>(attempt: () => T | null): T | null {
   return null;
 }
 
+/** Doorbells (Linux, unless PSYNE_WAKE=thread); else, or if this thread cannot listen, waiter threads. */
+let useBells = process.platform === "linux" && process.env.PSYNE_WAKE !== "thread";
+
+// The safety re-poll of a parked handle with a doorbell: what the waiter thread does in C every
+// WAKE_SAFETY_MS (csrc/wait.c), and only wakes JavaScript for when a cursor moved.
+const BELL_SAFETY_MS = 50;
+
+/** This thread's doorbell, and the handles with a kind armed on it. */
+class Doorbell {
+  readonly id: number;
+  listener: unknown = null; // kept: the socket this thread's loop watches
+  #parked = new Set<Parking>();
+  // while anything is parked: keeps the process alive, and is the safety re-poll
+  #timer: ReturnType<typeof setInterval> | null = null;
+
+  constructor(id: number) {
+    this.id = id;
+  }
+
+  park(parking: Parking): void {
+    this.#parked.add(parking);
+    this.#timer ??= setInterval(() => this.rang(1), BELL_SAFETY_MS);
+  }
+
+  unpark(parking: Parking): void {
+    this.#parked.delete(parking);
+    if (this.#parked.size === 0 && this.#timer !== null) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  /** Bytes came (safety 0), or the safety timer fired (1). */
+  rang(safety: number): void {
+    for (const parking of [...this.#parked]) parking.rung(safety);
+  }
+}
+let doorbell: Doorbell | null = null;
+
+/** This thread's doorbell, made on first use (null if it cannot listen: waiter threads instead). */
+function ownDoorbell(): Doorbell | null {
+  if (doorbell !== null || !useBells) return doorbell;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const id = crypto.getRandomValues(new Uint32Array(1))[0]! >>> 0 || 1;
+    try {
+      const bell = new Doorbell(id);
+      const listener = Bun.listen({
+        unix: `\0psyne-bell-${id.toString(16).padStart(8, "0")}`, // abstract: no file, gone with the process
+        socket: { open: (socket) => socket.unref(), data: () => bell.rang(0) },
+      });
+      listener.unref(); // the process lives on while something is parked: Doorbell's timer
+      bell.listener = listener;
+      doorbell = bell;
+      return doorbell;
+    } catch {
+      // the name is taken (or this thread may not listen): try another, then give up on bells
+    }
+  }
+  useBells = false;
+  return null;
+}
+
 export class Parking {
   #handle: Handle;
   #callback: JSCallback | null = null;
@@ -78,6 +143,8 @@ export class Parking {
   #keepalive: ReturnType<typeof setInterval> | null = null;
   #closed = false;
   #waking = false; // in #wake, which arms again when it is done
+  #bell: Doorbell | null = null; // the doorbell this handle's armed kinds ring, if any
+  #belled = 0; // kinds armed with the doorbell (bit per kind)
 
   /**
    * `pumped`: a transport's local ring, which nobody but this thread changes (its pump calls
@@ -89,6 +156,20 @@ export class Parking {
     readonly pumped = false,
   ) {
     this.#handle = handle;
+  }
+
+  /** This thread's doorbell rang: look again at each armed kind that was rung or may be ready. */
+  rung(safety: number): void {
+    for (let kind = 0 as WaitKind; kind < 3; kind++) {
+      const bit = 1 << kind;
+      if (!(this.#belled & bit) || this.#closed) continue;
+      const queue = this.#queues[kind];
+      const rc = lib.psy_bell_wake(this.#handle, kind, queue.length ? queue[0]!.length : 0, safety);
+      if (rc === 0) continue;
+      this.#belled &= ~bit;
+      if (!this.#belled) this.#bell?.unpark(this);
+      this.#wake(kind);
+    }
   }
 
   /**
@@ -171,6 +252,17 @@ export class Parking {
       this.#keepalive ??= setInterval(() => {}, KEEPALIVE_MS);
       return;
     }
+    const bell = (this.#bell ??= ownDoorbell());
+    if (bell !== null) {
+      const rc = lib.psy_bell_arm(this.#handle, kind, queue[0]!.length, bell.id);
+      if (rc < 0) throw fromNative(rc, lastError());
+      if (rc === 1) queueMicrotask(() => this.#wake(kind)); // already there: no need to sleep
+      else {
+        this.#belled |= 1 << kind;
+        bell.park(this);
+      }
+      return;
+    }
     if (!this.#started[kind]) {
       this.#callback ??= new JSCallback((k: number) => this.#wake(k as WaitKind), {
         args: [FFIType.i32],
@@ -202,7 +294,8 @@ export class Parking {
    * the oldest ended without being served (timeout, abort), the next may need less: wait for it.
    */
   #settle(kind: WaitKind, wasOldest: boolean): void {
-    if (this.#queues[kind].length === 0 && this.#started[kind] && !this.#closed) lib.psy_waiter_disarm(this.#handle, kind);
+    if (this.#queues[kind].length === 0 && this.#belled & (1 << kind) && !this.#closed) this.#unbell(kind);
+    else if (this.#queues[kind].length === 0 && this.#started[kind] && !this.#closed) lib.psy_waiter_disarm(this.#handle, kind);
     else if (wasOldest && !this.#waking) this.#arm(kind);
     if (this.#queues.every((queue) => queue.length === 0) && this.#keepalive) {
       clearInterval(this.#keepalive);
@@ -210,16 +303,21 @@ export class Parking {
     }
   }
 
-
-
   /** Rejects everything parked with `error` (a network channel whose connection failed for good). */
   failAll(error: unknown): void {
     for (const p of this.#queues.flat()) p.fail(error);
   }
 
+  #unbell(kind: WaitKind): void {
+    lib.psy_bell_disarm(this.#handle, kind);
+    this.#belled &= ~(1 << kind);
+    if (!this.#belled) this.#bell?.unpark(this);
+  }
+
   /** Rejects everything parked, then stops and joins the waiter threads: no callback after this. */
   close(uri: string): void {
     if (this.#closed) return;
+    for (const kind of [WaitKind.Data, WaitKind.Space, WaitKind.Flushed]) if (this.#belled & (1 << kind)) this.#unbell(kind);
     this.#closed = true; // first: a failing wait must not arm the waiter again
     const parked = this.#queues.flat();
     for (const p of parked) p.fail(new PsyneError("CHANNEL_CLOSED", `channel ${uri} was closed while waiting`));

@@ -35,7 +35,7 @@ test("producer on server 1, consumers on servers 2 and 3, server 2 killed mid-st
   expect(tally.update(consumers).missing({ 0: N })).toEqual([]);
   // the stream psyne made is replicated on all three servers
   const nc = await connect({ servers: s1!.url });
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { timeout: 20_000 }); // the cluster may still be electing a new leader
   const info = await jsm.streams.info(await jsm.streams.find(subject));
   expect(info.config.num_replicas).toBe(3);
   await nc.close();

@@ -242,6 +242,8 @@ int slot_alive(const psy_channel *ch, uint32_t slot);
 /* Clears a dead subscriber's consumer role, unless its slot was taken again meanwhile. */
 int participants_reap_subscriber(psy_channel *ch, uint32_t slot, uint64_t roles_word);
 int lock_byte(int fd, short type, long byte, int wait);
+/* F_UNLCK, F_RDLCK or F_WRLCK: the lock another open file description holds on a byte. */
+short byte_lock_held(int fd, long byte);
 int byte_locked_by_other(int fd, long byte);
 
 /* ---- recovery.c: repairs what dead participants left ------------------------------------ */

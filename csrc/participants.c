@@ -35,11 +35,13 @@ int lock_byte(int fd, short type, long byte, int wait) {
   return rc;
 }
 
-int byte_locked_by_other(int fd, long byte) {
+short byte_lock_held(int fd, long byte) {
   struct flock fl = byte_range(F_WRLCK, byte);
-  if (fcntl(fd, F_OFD_GETLK, &fl)) return 1; /* cannot tell: assume alive, never steal */
-  return fl.l_type != F_UNLCK;
+  if (fcntl(fd, F_OFD_GETLK, &fl)) return F_RDLCK; /* cannot tell: assume alive, never steal */
+  return fl.l_type;
 }
+
+int byte_locked_by_other(int fd, long byte) { return byte_lock_held(fd, byte) != F_UNLCK; }
 
 static uint64_t *roles_word(const psy_channel *ch, uint32_t slot) { return slot_u64(ch, slot, PSY_SLOT_ROLES); }
 static uint32_t generation_of(uint64_t roles_word) { return (uint32_t)(roles_word >> 32); }

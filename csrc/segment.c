@@ -596,8 +596,10 @@ int32_t psy_inspect(const char *name, uint8_t *header_out, uint32_t *alive_out) 
     close(fd);
     return rc;
   }
-  /* liveness as the kernel sees it: a lock conflicts only while its holder lives */
-  alive_out[0] = (uint32_t)byte_locked_by_other(fd, PSY_LOCK_ATTACH);
+  /* liveness as the kernel sees it: a lock conflicts only while its holder lives. Attached
+   * handles read-lock the attach byte; a write lock there is a remover's brief probe (or a
+   * creator initializing, which reads as corrupt below), not an attachment. */
+  alive_out[0] = (uint32_t)(byte_lock_held(fd, PSY_LOCK_ATTACH) == F_RDLCK);
   for (uint32_t i = 0; i < PSY_MAX_SLOTS; i++) alive_out[1 + i] = (uint32_t)byte_locked_by_other(fd, PSY_LOCK_SLOT(i));
   close(fd);
   uint32_t init_state;
@@ -625,6 +627,21 @@ static int holds_messages(psy_channel *probe) {
   return unread;
 }
 
+/* Write-locks the attach byte if no handle holds it. A write lock already there is another
+ * remover's probe or a creator initializing, both brief: wait them out (up to 50 ms) rather than
+ * mistake them for a live attachment, so two concurrent sweeps never both leave a stale channel. */
+static int lock_attach_exclusively(int fd) {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    if (lock_byte(fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0) return 0;
+    short held = byte_lock_held(fd, PSY_LOCK_ATTACH);
+    if (held == F_RDLCK) return -1; /* attached */
+    if (held == F_UNLCK) continue;  /* released meanwhile: try again at once */
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  return -1;
+}
+
 int32_t psy_remove_if_stale(const char *name, int32_t only_if_empty) {
   psy_channel probe;
   memset(&probe, 0, sizeof probe);
@@ -638,7 +655,7 @@ int32_t psy_remove_if_stale(const char *name, int32_t only_if_empty) {
   }
   /* the attach byte is read-locked by every attached handle: if we can write-lock it, nobody is
    * attached, and anyone attaching now waits for us, then finds the name gone and starts afresh */
-  int removed = lock_byte(probe.fd, F_WRLCK, PSY_LOCK_ATTACH, 0) == 0 && still_linked(&probe) &&
+  int removed = lock_attach_exclusively(probe.fd) == 0 && (HOOK("remove_locked"), still_linked(&probe)) &&
                 !(only_if_empty && holds_messages(&probe)) && (HOOK("remove_checked"), shm_unlink(probe.path) == 0);
   if (removed) debug_log(&probe, "removed: no live process was attached%s", only_if_empty ? " and it held no message" : "");
   close(probe.fd);

@@ -3,7 +3,7 @@
 // messages stays for a restart; and removal never races a process attaching at that moment.
 import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
-import { createChannel, removeChannel } from "../src/index.ts";
+import { createChannel, removeChannel, removeStaleChannels } from "../src/index.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, testLibrary, uniqueName, waitForLine, waitForStderr } from "./helpers";
 
 setDefaultTimeout(60_000);
@@ -66,6 +66,21 @@ test("a process attaching while the cleanup removes that very segment waits, the
   opener.close();
   expect(report<{ removed: number }>(await finish(sweeper)).removed).toBeGreaterThanOrEqual(1);
   expect(waited).toBeGreaterThan(100); // it really opened during the removal
+});
+
+test("two sweeps at once: removeStaleChannels() waits out the automatic cleanup's brief probe of a segment instead of taking it for a live process", async () => {
+  const name = uniqueName("two-sweeps");
+  const dead = spawnBun(fixture("sweeper.ts"), ["hold", name, "unread"]); // leaves a message: the automatic cleanup keeps it
+  await waitForLine(dead, "holding");
+  dead.kill("SIGKILL");
+  await dead.exited;
+  const sweeper = spawnBun(fixture("sweeper.ts"), ["sweep", 200, name], {
+    env: { PSYNE_LIB: testLibrary(), PSY_HOOK: "remove_locked", PSY_HOOK_STALL_MS: "40" },
+  });
+  await waitForStderr(sweeper, "psyne-hook: stall remove_locked"); // its probe holds the segment's write lock
+  expect(removeStaleChannels({ prefix: name })).toEqual([name]);
+  expect(exists(name)).toBe(false);
+  expect(report<{ removed: number }>(await finish(sweeper)).removed).toBe(0);
 });
 
 test("a dead client's reply channel is removed even with replies unread: nobody else can ever read it", async () => {

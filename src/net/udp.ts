@@ -34,8 +34,7 @@ import { PsyneError, ChannelRoleError } from "../core/errors";
 import { layout } from "../core/layout";
 import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
 import { checkDirectMode, type Endpoint, parseEndpoint } from "./address";
-import { openLocalRing, REC_HEADER, RingPort } from "./ring";
-import { copyBytes } from "./stream";
+import { copyBytes, openLocalRing, REC_HEADER, RingPort } from "./ring";
 import { nextSeq, randomId } from "./wire";
 
 export const DATAGRAM_MAGIC = 0x44595350; // "PSYD" read as a little-endian u32
@@ -261,10 +260,7 @@ class UdpTransport implements Transport {
       this.#lost += ahead - 1;
     }
     sender.last = seq;
-    const at = this.#port.claim(length, type);
-    if (at < 0) return count("ring full");
-    copyBytes(data, DATAGRAM_HEADER, length, this.#port.bytes, at);
-    this.#port.commit(at);
+    if (!this.#port.write(type, data, DATAGRAM_HEADER, length)) return count("ring full");
     this.#ring[WAKE](WaitKind.Data); // a parked recv() takes it now
     sender.messages++;
     sender.bytes += data.byteLength;

@@ -10,10 +10,9 @@ import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Status, Subscript
 import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from "@nats-io/jetstream";
 import {
   type Channel,
-  type ChannelMode,
+  ChannelMode,
   type ChannelOptions,
   type ChannelStats,
-  createChannel,
   FAIL_WAITS,
   registerTransport,
   type Transport,
@@ -23,10 +22,9 @@ import {
 import { describe, invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, InvalidChannelNameError, MessageTooLargeError, PsyneError } from "../core/errors";
-import { layout } from "../core/layout";
 import { TypeId, typeById } from "../core/messages";
 import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
-import { LocalRing, passed } from "./local-ring";
+import { openLocalRing, positionReached, REC_HEADER, RingPort, recordSpan } from "./ring";
 
 // ---- wire format ------------------------------------------------------------------------------
 
@@ -202,9 +200,6 @@ const loadJs = (): Promise<Js> =>
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-let channelCounter = 0;
-const randomId = () => `${process.pid.toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-
 function fnv1a(text: string): string {
   let hash = 2166136261;
   for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 16777619);
@@ -261,9 +256,9 @@ class NatsTransport implements Transport {
   readonly bufferSize: number;
   readonly #s: Settings;
   readonly #tx: Channel; // the user's handle sends into this ring...
-  readonly #txPump: LocalRing; // ...and the send pump reads it here
+  readonly #txPump: RingPort; // ...and the send pump reads it here
   readonly #rx: Channel; // the user's handle receives from this ring...
-  readonly #rxPump: LocalRing; // ...and the receive pump fills it here
+  readonly #rxPump: RingPort; // ...and the receive pump fills it here
 
   #nc: NatsConnection | null = null;
   #core: Core | null = null;
@@ -295,7 +290,7 @@ class NatsTransport implements Transport {
   #jsInFlight = 0;
   #retryAt = 0;
   #retryDelay = RETRY_MIN_MS;
-  #producerId = randomId();
+  #producerId = `${process.pid.toString(36)}${Math.random().toString(36).slice(2, 10)}`; // JetStream message ids: this handle's, then a count
   #releasedSeq = 0; // JetStream: records released so far (message ids count from here)
   #nextSeq = 0;
   #published = 0;
@@ -332,20 +327,19 @@ class NatsTransport implements Transport {
   constructor(settings: Settings) {
     this.#s = settings;
     this.mode = settings.mode;
-    const base = `psyne-nats-${randomId()}-${channelCounter++}`;
-    const ring = { bufferSize: settings.bufferSize, mode: "SPSC" as const };
-    this.#tx = createChannel(`memory://${base}-tx`, ring);
+    const tag = `nats-${settings.subject}`;
+    this.#tx = openLocalRing(settings.uri, `${tag}.tx`, settings.bufferSize, ChannelMode.SPSC, "producer");
     try {
-      this.#rx = createChannel(`memory://${base}-rx`, ring);
+      this.#rx = openLocalRing(settings.uri, `${tag}.rx`, settings.bufferSize, ChannelMode.SPSC, "consumer");
     } catch (error) {
       this.#tx.close();
       throw error;
     }
-    this.#txPump = new LocalRing(`${base}-tx`);
-    this.#rxPump = new LocalRing(`${base}-rx`);
+    this.#txPump = new RingPort(this.#tx, "consumer");
+    this.#rxPump = new RingPort(this.#rx, "producer");
     this.bufferSize = this.#tx.bufferSize;
     this.#overflowLimit = this.bufferSize;
-    this.#largest = this.bufferSize - layout.REC_HEADER;
+    this.#largest = this.bufferSize - REC_HEADER;
     this.#tx[TRANSPORT_HOOKS](this.#sent, null);
     this.#rx[TRANSPORT_HOOKS](null, this.#onRelease);
     this.#wakeTx = (kind) => this.#tx[WAKE](kind); // the pump wakes waits on its rings itself
@@ -755,10 +749,10 @@ class NatsTransport implements Transport {
     const ring = this.#txPump;
     while (this.#batches < BATCHES_IN_FLIGHT) {
       let polled = false;
-      while (this.#unconfirmedCount < BATCH_MESSAGES && this.#unconfirmedBytes < BATCH_BYTES && ring.poll()) {
+      while (this.#unconfirmedCount < BATCH_MESSAGES && this.#unconfirmedBytes < BATCH_BYTES && ring.next() >= 0) {
         polled = true;
         const payload = ring.payload();
-        const headers = this.#headersFor(ring.polledType);
+        const headers = this.#headersFor(ring.type);
         try {
           if (headers) nc.publish(this.#s.subject, payload, { headers });
           else nc.publish(this.#s.subject, payload);
@@ -769,7 +763,7 @@ class NatsTransport implements Transport {
         this.#unconfirmedCount++;
         this.#unconfirmedBytes += payload.byteLength;
       }
-      if (polled) this.#unconfirmedEnd = ring.polledEnd(); // the last record polled
+      if (polled) this.#unconfirmedEnd = ring.end(); // the last record polled
       if (this.#unconfirmedCount === 0) return;
       const full = this.#unconfirmedCount >= BATCH_MESSAGES || this.#unconfirmedBytes >= BATCH_BYTES;
       if (!full && this.#flushTarget <= this.#acknowledged && (this.#confirmTimer !== null || ring.used() < this.bufferSize / 2)) {
@@ -827,10 +821,10 @@ class NatsTransport implements Transport {
     if (this.#jsInFlight > JS_IN_FLIGHT / 2) return; // refill by halves: the publishes leave together
     const ring = this.#txPump;
     const js = this.#js!;
-    while (this.#jsInFlight < JS_IN_FLIGHT && ring.poll()) {
-      const entry: Publish = { end: ring.polledEnd(), done: false };
+    while (this.#jsInFlight < JS_IN_FLIGHT && ring.next() >= 0) {
+      const entry: Publish = { end: ring.end(), done: false };
       const payload = ring.payload();
-      const typeId = ring.polledType;
+      const typeId = ring.type;
       const generation = this.#generation;
       const msgID = `${this.#producerId}-${this.#nextSeq++}`;
       this.#publishes.push(entry);
@@ -1021,13 +1015,13 @@ class NatsTransport implements Transport {
   }
 
   #write(typeId: number, data: Uint8Array, js: JsMsg | null): boolean {
-    if (!this.#rxPump.write(typeId, data)) return false;
+    if (!this.#rxPump.write(typeId, data, 0, data.byteLength)) return false;
     this.#delivered++;
     this.#wakeRx(WaitKind.Data); // a parked receive takes it now (its code runs in a microtask); nothing parked: no cost
     if (js !== null) {
-      this.#avgSpan = this.#avgSpan * 0.9 + this.#rxPump.span(data.byteLength) * 0.1; // sizes the next pull
+      this.#avgSpan = this.#avgSpan * 0.9 + recordSpan(data.byteLength) * 0.1; // sizes the next pull
       if (js.redelivered) this.#redelivered++;
-      const held = { end: this.#rxPump.tail, msg: js, seq: js.seq };
+      const held = { end: this.#rxPump.committedEnd, msg: js, seq: js.seq };
       this.#held.push(held);
       this.#heldBySeq.set(js.seq, held);
     }
@@ -1056,8 +1050,8 @@ class NatsTransport implements Transport {
 
   #ackReleased(): void {
     if (this.#held.length === 0) return;
-    const position = this.#rxPump.releasedPosition();
-    while (this.#held.length > 0 && passed(this.#held[0]!.end, position)) {
+    const position = this.#rxPump.released();
+    while (this.#held.length > 0 && positionReached(position, this.#held[0]!.end)) {
       const held = this.#held.shift()!;
       this.#heldBySeq.delete(held.seq);
       if (this.#connected) held.msg.ack();

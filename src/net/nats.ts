@@ -25,6 +25,7 @@ import { ChannelConfigError, InvalidChannelNameError, MessageTooLargeError, Psyn
 import { TypeId, typeById } from "../core/messages";
 import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
 import { openLocalRing, positionReached, REC_HEADER, RingPort, recordSpan } from "./ring";
+import { Waits } from "./waits";
 
 // ---- wire format ------------------------------------------------------------------------------
 
@@ -223,12 +224,6 @@ const sleep = (ms: number, timers: Set<() => void>) =>
     timers.add(stop);
   });
 
-interface Watcher {
-  test(): boolean;
-  resolve(): void;
-  reject(error: unknown): void;
-}
-
 /** A received durable message in the receive ring, acknowledged once the user released it. */
 interface Held {
   end: number; // where its record ends in the receive ring
@@ -271,7 +266,7 @@ class NatsTransport implements Transport {
   #closed = false;
   #ringsClosed = false; // the pumps' handles, after close() finished
   #failure: PsyneError | null = null;
-  #watchers = new Set<Watcher>();
+  #waits = new Waits();
   #timers = new Set<() => void>(); // pending retry sleeps, cancelled at close
   #server = "";
   #reconnects = 0;
@@ -388,7 +383,7 @@ class NatsTransport implements Transport {
       if (this.#closed) return;
     }
     this.#connected = true;
-    this.#changed();
+    this.#waits.check();
     if (this.#consumerWanted) this.#subscribe();
     this.#kick();
   }
@@ -500,7 +495,7 @@ class NatsTransport implements Transport {
     this.#acksWaiting = [];
     for (const m of acks) m.ack();
     this.#fetch?.stop(); // a restarted server forgot our pull request: make a new one
-    this.#changed();
+    this.#waits.check();
     this.#kick();
   }
 
@@ -517,7 +512,7 @@ class NatsTransport implements Transport {
     this.#failure = failure;
     this.#lastError = failure.message;
     debug(this.#s.uri, `failed: ${failure.message}`);
-    for (const w of [...this.#watchers]) w.reject(failure);
+    this.#waits.rejectAll(failure);
     this.#tx[FAIL_WAITS](failure);
     this.#rx[FAIL_WAITS](failure);
     this.#stopTimers();
@@ -575,36 +570,7 @@ class NatsTransport implements Transport {
   #until(test: () => boolean, options: WaitOptions, timeoutMessage: () => string): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} is closed`));
-    const { timeout, signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    if (test()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      let cancelTimer = () => {};
-      const onAbort = () => watcher.reject(signal!.reason);
-      const end = () => {
-        this.#watchers.delete(watcher);
-        cancelTimer();
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const watcher: Watcher = {
-        test,
-        resolve: () => {
-          end();
-          resolve();
-        },
-        reject: (error) => {
-          end();
-          reject(error);
-        },
-      };
-      if (timeout !== undefined) cancelTimer = setLongTimeout(() => watcher.reject(new PsyneError("TIMEOUT", timeoutMessage())), timeout);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#watchers.add(watcher);
-    });
-  }
-
-  #changed(): void {
-    for (const w of [...this.#watchers]) if (w.test()) w.resolve();
+    return this.#waits.until(test, options, timeoutMessage);
   }
 
   stats(): ChannelStats {
@@ -654,7 +620,7 @@ class NatsTransport implements Transport {
     const sent = this.#tx.closed ? this.#acknowledged : this.#tx.stats().messagesSent;
     this.#closed = true;
     const closing = new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} was closed while waiting`);
-    for (const w of [...this.#watchers]) w.reject(closing);
+    this.#waits.rejectAll(closing);
     this.#rx[FAIL_WAITS](closing);
     this.#tx[FAIL_WAITS](closing);
     this.#tx.close(); // committed records stay in the ring for the pump's handle
@@ -797,7 +763,7 @@ class NatsTransport implements Transport {
         this.#txPump.releaseTo(end);
         this.#wakeTx(WaitKind.Space);
         this.#acknowledged += count;
-        this.#changed();
+        this.#waits.check();
         this.#kick();
       },
       (error) => this.#unconfirmed(error, generation),
@@ -878,7 +844,7 @@ class NatsTransport implements Transport {
     this.#wakeTx(WaitKind.Space);
     this.#releasedSeq += count;
     this.#acknowledged += count;
-    this.#changed();
+    this.#waits.check();
     this.#kick();
   }
 
@@ -960,7 +926,7 @@ class NatsTransport implements Transport {
     nc.flush().then(
       () => {
         this.#subscribed = true;
-        this.#changed();
+        this.#waits.check();
       },
       () => {}, // disconnected first: the client subscribes again after the reconnect, and ready() waits for it
     );
@@ -1086,7 +1052,7 @@ class NatsTransport implements Transport {
         if (!this.#subscribed) {
           await this.#nc!.flush(); // the pull request is at the server
           this.#subscribed = true;
-          this.#changed();
+          this.#waits.check();
         }
         for await (const m of batch) this.#deliver(m, m);
         failures = 0;

@@ -29,9 +29,10 @@ import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, ChannelExistsError, ChannelRoleError, MessageTooLargeError, PsyneError } from "../core/errors";
 import { layout } from "../core/layout";
-import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
+import { WaitKind, type WaitOptions } from "../core/waiting";
 import { checkDirectMode, checkMillis, clearStaleSocket, type Endpoint, parseEndpoint, warnIfExposed } from "./address";
 import { bytesAhead, copyBytes, openLocalRing, positionAdd, positionReached, REC_HEADER, RingPort, recordSpan } from "./ring";
+import { Waits } from "./waits";
 import {
   ACCEPT_BYTES,
   ADOPT_MODE,
@@ -757,12 +758,6 @@ function unrefTimeout(fn: () => void, ms: number): ReturnType<typeof setTimeout>
   return timer;
 }
 
-interface Waiter {
-  done: () => boolean;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
 export class StreamTransport implements Transport {
   readonly uri: string;
   readonly token: string | null;
@@ -796,9 +791,8 @@ export class StreamTransport implements Transport {
   #connecting = false;
   #retryTimer: ReturnType<typeof setTimeout> | null = null;
   #backoff = RECONNECT_FIRST_MS;
-  #readyWaiters: Waiter[] = [];
-  #flushWaiters: Waiter[] = [];
-  #keepalive: ReturnType<typeof setInterval> | null = null;
+  #readyWaits = new Waits();
+  #flushWaits = new Waits();
   #pumpScheduled = false;
   #releaseScheduled = false;
   #ackTimer: ReturnType<typeof setTimeout> | null = null;
@@ -910,7 +904,7 @@ export class StreamTransport implements Transport {
   }
 
   ready(options: WaitOptions): Promise<void> {
-    return this.#wait(this.#readyWaiters, () => this.#isReady(), options, "ready()", () =>
+    return this.#wait(this.#readyWaits, () => this.#isReady(), options, "ready()", () =>
       this.side === "listener" ? "no connector completed the handshake yet" : `not connected to ${this.endpoint.display} yet`,
     );
   }
@@ -923,7 +917,7 @@ export class StreamTransport implements Transport {
     const target = outbounds[0]!.port.tail();
     // (without acknowledgements, a benchmark's mode: once the socket took it all)
     const done = () => this.#outbounds().every((o) => positionReached(o.ackedPos, target) && (ACKS || o.connection === null || o.connection.writable));
-    return this.#wait(this.#flushWaiters, done, options, "flush()", () => {
+    return this.#wait(this.#flushWaits, done, options, "flush()", () => {
       const left = this.#outbounds().reduce((most, o) => Math.max(most, bytesAhead(o.ackedPos, target)), 0);
       return `the peer has not acknowledged the last ${left} bytes`;
     });
@@ -936,56 +930,19 @@ export class StreamTransport implements Transport {
     return list;
   }
 
-  #wait(list: Waiter[], done: () => boolean, options: WaitOptions, what: string, why: () => string): Promise<void> {
+  #wait(waits: Waits, done: () => boolean, options: WaitOptions, what: string, why: () => string): Promise<void> {
     try {
       this.#throwIfFailed(what === "flush()");
     } catch (error) {
       return Promise.reject(error);
     }
     if (this.#closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", `channel ${this.uri} is closed`));
-    const { timeout, signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    if (done()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      let cancelTimer: (() => void) | undefined;
-      const onAbort = () => settle(() => reject(signal!.reason));
-      const settle = (how: () => void) => {
-        const at = list.indexOf(waiter);
-        if (at >= 0) list.splice(at, 1);
-        cancelTimer?.();
-        signal?.removeEventListener("abort", onAbort);
-        this.#updateKeepalive();
-        how();
-      };
-      const waiter: Waiter = {
-        done,
-        resolve: () => settle(resolve),
-        reject: (error) => settle(() => reject(error)),
-      };
-      if (timeout !== undefined && timeout !== Number.POSITIVE_INFINITY)
-        cancelTimer = setLongTimeout(() => waiter.reject(new PsyneError("TIMEOUT", `${what} of ${this.uri} timed out after ${timeout} ms: ${why()}`)), timeout);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      list.push(waiter);
-      this.#updateKeepalive();
-    });
-  }
-
-  /** Waiting calls keep the process alive (sockets and timers of this transport do not). */
-  #updateKeepalive(): void {
-    const waiting = this.#readyWaiters.length + this.#flushWaiters.length > 0;
-    if (waiting && this.#keepalive === null) this.#keepalive = setInterval(() => {}, 1 << 30);
-    else if (!waiting && this.#keepalive !== null) {
-      clearInterval(this.#keepalive);
-      this.#keepalive = null;
-    }
-  }
-
-  #check(list: Waiter[]): void {
-    for (const waiter of [...list]) if (waiter.done()) waiter.resolve();
+    return waits.until(done, options, () => `${what} of ${this.uri} timed out after ${options.timeout} ms: ${why()}`);
   }
 
   #rejectAll(error: PsyneError): void {
-    for (const waiter of [...this.#readyWaiters, ...this.#flushWaiters]) waiter.reject(error);
+    this.#readyWaits.rejectAll(error);
+    this.#flushWaits.rejectAll(error);
   }
 
   stats(): ChannelStats {
@@ -1112,7 +1069,7 @@ export class StreamTransport implements Transport {
   /** An Outbound freed records: flushes may be done, and there may be room to send more. */
   onFreed(outbound: Outbound): void {
     this.#tx?.[WAKE](WaitKind.Space);
-    if (this.#flushWaiters.length > 0) this.#check(this.#flushWaiters);
+    this.#flushWaits.check();
     if (outbound.connection !== null && !this.#pumpScheduled) {
       this.#pumpScheduled = true;
       queueMicrotask(this.#pumpAll);
@@ -1127,11 +1084,7 @@ export class StreamTransport implements Transport {
       length,
       maxMessage,
     );
-    this.#rejectFlushes(this.#tooLarge);
-  }
-
-  #rejectFlushes(error: PsyneError): void {
-    for (const waiter of [...this.#flushWaiters]) waiter.reject(error);
+    this.#flushWaits.rejectAll(this.#tooLarge);
   }
 
   countError(reason: string): void {
@@ -1407,7 +1360,7 @@ export class StreamTransport implements Transport {
       connection.outbound = outbound;
       outbound.attach(connection);
     }
-    this.#check(this.#readyWaiters);
+    this.#readyWaits.check();
   }
 
   /** Connector: the listener refused us. */
@@ -1470,7 +1423,7 @@ export class StreamTransport implements Transport {
       if (inbound.peer === peer && inbound.connection === null && inbound.cpSeq.length === 0) this.#inbounds.delete(stream);
     this.#gone.push(peer);
     if (this.#gone.length > GONE_PEERS_KEPT) this.#gone.shift();
-    this.#check(this.#flushWaiters);
+    this.#flushWaits.check();
   }
 }
 

@@ -6,6 +6,7 @@ import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import {
   ByteVector,
   ChannelConfigError,
+  ChannelFullError,
   type ChannelMode,
   createChannel,
   defineMessage,
@@ -223,6 +224,22 @@ describe("bad input", () => {
     expect(error.message).toContain("waitOnFirstConnect");
     expect(await parked.catch((e) => e.code)).toBe("CONNECTION_FAILED");
     expect(() => ch.send("x")).toThrow(/cannot connect/);
+    ch.close();
+  });
+
+  test("a full send ring and a message too large for it are typed errors naming the nats:// URI, credentials hidden", () => {
+    const ch = createChannel(`nats://user:hunter2@127.0.0.1:${unusedPort()}/${subject("full")}`, { bufferSize: 4096, nats: { waitOnFirstConnect: true } });
+    const named = /nats:\/\/\*\*\*@127\.0\.0\.1:\d+\/psyne\.test\./;
+    let full: unknown;
+    try {
+      for (let i = 0; i < 100; i++) ch.send(new Uint8Array(100)); // never connected: the records stay in the send ring
+    } catch (error) {
+      full = error;
+    }
+    expect(full).toBeInstanceOf(ChannelFullError);
+    expect((full as Error).message).toMatch(named);
+    expect(() => ch.send(new Uint8Array(5000))).toThrow(MessageTooLargeError);
+    expect(() => ch.send(new Uint8Array(5000))).toThrow(named);
     ch.close();
   });
 

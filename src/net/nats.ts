@@ -10,10 +10,9 @@ import type { ConnectionOptions, Msg, MsgHdrs, NatsConnection, Status, Subscript
 import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, StreamConfig } from "@nats-io/jetstream";
 import {
   type Channel,
-  type ChannelMode,
+  ChannelMode,
   type ChannelOptions,
   type ChannelStats,
-  createChannel,
   FAIL_WAITS,
   registerTransport,
   type Transport,
@@ -23,10 +22,10 @@ import {
 import { describe, invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, InvalidChannelNameError, MessageTooLargeError, PsyneError } from "../core/errors";
-import { layout } from "../core/layout";
 import { TypeId, typeById } from "../core/messages";
 import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
-import { LocalRing, passed } from "./local-ring";
+import { openLocalRing, positionReached, REC_HEADER, RingPort, recordSpan } from "./ring";
+import { Waits } from "./waits";
 
 // ---- wire format ------------------------------------------------------------------------------
 
@@ -202,9 +201,6 @@ const loadJs = (): Promise<Js> =>
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-let channelCounter = 0;
-const randomId = () => `${process.pid.toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-
 function fnv1a(text: string): string {
   let hash = 2166136261;
   for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 16777619);
@@ -227,12 +223,6 @@ const sleep = (ms: number, timers: Set<() => void>) =>
     };
     timers.add(stop);
   });
-
-interface Watcher {
-  test(): boolean;
-  resolve(): void;
-  reject(error: unknown): void;
-}
 
 /** A received durable message in the receive ring, acknowledged once the user released it. */
 interface Held {
@@ -261,9 +251,9 @@ class NatsTransport implements Transport {
   readonly bufferSize: number;
   readonly #s: Settings;
   readonly #tx: Channel; // the user's handle sends into this ring...
-  readonly #txPump: LocalRing; // ...and the send pump reads it here
+  readonly #txPump: RingPort; // ...and the send pump reads it here
   readonly #rx: Channel; // the user's handle receives from this ring...
-  readonly #rxPump: LocalRing; // ...and the receive pump fills it here
+  readonly #rxPump: RingPort; // ...and the receive pump fills it here
 
   #nc: NatsConnection | null = null;
   #core: Core | null = null;
@@ -276,7 +266,7 @@ class NatsTransport implements Transport {
   #closed = false;
   #ringsClosed = false; // the pumps' handles, after close() finished
   #failure: PsyneError | null = null;
-  #watchers = new Set<Watcher>();
+  #waits = new Waits();
   #timers = new Set<() => void>(); // pending retry sleeps, cancelled at close
   #server = "";
   #reconnects = 0;
@@ -295,7 +285,7 @@ class NatsTransport implements Transport {
   #jsInFlight = 0;
   #retryAt = 0;
   #retryDelay = RETRY_MIN_MS;
-  #producerId = randomId();
+  #producerId = `${process.pid.toString(36)}${Math.random().toString(36).slice(2, 10)}`; // JetStream message ids: this handle's, then a count
   #releasedSeq = 0; // JetStream: records released so far (message ids count from here)
   #nextSeq = 0;
   #published = 0;
@@ -332,20 +322,19 @@ class NatsTransport implements Transport {
   constructor(settings: Settings) {
     this.#s = settings;
     this.mode = settings.mode;
-    const base = `psyne-nats-${randomId()}-${channelCounter++}`;
-    const ring = { bufferSize: settings.bufferSize, mode: "SPSC" as const };
-    this.#tx = createChannel(`memory://${base}-tx`, ring);
+    const tag = `nats-${settings.subject}`;
+    this.#tx = openLocalRing(settings.uri, `${tag}.tx`, settings.bufferSize, ChannelMode.SPSC, "producer");
     try {
-      this.#rx = createChannel(`memory://${base}-rx`, ring);
+      this.#rx = openLocalRing(settings.uri, `${tag}.rx`, settings.bufferSize, ChannelMode.SPSC, "consumer");
     } catch (error) {
       this.#tx.close();
       throw error;
     }
-    this.#txPump = new LocalRing(`${base}-tx`);
-    this.#rxPump = new LocalRing(`${base}-rx`);
+    this.#txPump = new RingPort(this.#tx, "consumer");
+    this.#rxPump = new RingPort(this.#rx, "producer");
     this.bufferSize = this.#tx.bufferSize;
     this.#overflowLimit = this.bufferSize;
-    this.#largest = this.bufferSize - layout.REC_HEADER;
+    this.#largest = this.bufferSize - REC_HEADER;
     this.#tx[TRANSPORT_HOOKS](this.#sent, null);
     this.#rx[TRANSPORT_HOOKS](null, this.#onRelease);
     this.#wakeTx = (kind) => this.#tx[WAKE](kind); // the pump wakes waits on its rings itself
@@ -394,7 +383,7 @@ class NatsTransport implements Transport {
       if (this.#closed) return;
     }
     this.#connected = true;
-    this.#changed();
+    this.#waits.check();
     if (this.#consumerWanted) this.#subscribe();
     this.#kick();
   }
@@ -506,7 +495,7 @@ class NatsTransport implements Transport {
     this.#acksWaiting = [];
     for (const m of acks) m.ack();
     this.#fetch?.stop(); // a restarted server forgot our pull request: make a new one
-    this.#changed();
+    this.#waits.check();
     this.#kick();
   }
 
@@ -523,7 +512,7 @@ class NatsTransport implements Transport {
     this.#failure = failure;
     this.#lastError = failure.message;
     debug(this.#s.uri, `failed: ${failure.message}`);
-    for (const w of [...this.#watchers]) w.reject(failure);
+    this.#waits.rejectAll(failure);
     this.#tx[FAIL_WAITS](failure);
     this.#rx[FAIL_WAITS](failure);
     this.#stopTimers();
@@ -581,36 +570,7 @@ class NatsTransport implements Transport {
   #until(test: () => boolean, options: WaitOptions, timeoutMessage: () => string): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} is closed`));
-    const { timeout, signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    if (test()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      let cancelTimer = () => {};
-      const onAbort = () => watcher.reject(signal!.reason);
-      const end = () => {
-        this.#watchers.delete(watcher);
-        cancelTimer();
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const watcher: Watcher = {
-        test,
-        resolve: () => {
-          end();
-          resolve();
-        },
-        reject: (error) => {
-          end();
-          reject(error);
-        },
-      };
-      if (timeout !== undefined) cancelTimer = setLongTimeout(() => watcher.reject(new PsyneError("TIMEOUT", timeoutMessage())), timeout);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#watchers.add(watcher);
-    });
-  }
-
-  #changed(): void {
-    for (const w of [...this.#watchers]) if (w.test()) w.resolve();
+    return this.#waits.until(test, options, timeoutMessage);
   }
 
   stats(): ChannelStats {
@@ -660,7 +620,7 @@ class NatsTransport implements Transport {
     const sent = this.#tx.closed ? this.#acknowledged : this.#tx.stats().messagesSent;
     this.#closed = true;
     const closing = new PsyneError("CHANNEL_CLOSED", `channel ${this.#s.uri} was closed while waiting`);
-    for (const w of [...this.#watchers]) w.reject(closing);
+    this.#waits.rejectAll(closing);
     this.#rx[FAIL_WAITS](closing);
     this.#tx[FAIL_WAITS](closing);
     this.#tx.close(); // committed records stay in the ring for the pump's handle
@@ -755,10 +715,10 @@ class NatsTransport implements Transport {
     const ring = this.#txPump;
     while (this.#batches < BATCHES_IN_FLIGHT) {
       let polled = false;
-      while (this.#unconfirmedCount < BATCH_MESSAGES && this.#unconfirmedBytes < BATCH_BYTES && ring.poll()) {
+      while (this.#unconfirmedCount < BATCH_MESSAGES && this.#unconfirmedBytes < BATCH_BYTES && ring.next() >= 0) {
         polled = true;
         const payload = ring.payload();
-        const headers = this.#headersFor(ring.polledType);
+        const headers = this.#headersFor(ring.type);
         try {
           if (headers) nc.publish(this.#s.subject, payload, { headers });
           else nc.publish(this.#s.subject, payload);
@@ -769,7 +729,7 @@ class NatsTransport implements Transport {
         this.#unconfirmedCount++;
         this.#unconfirmedBytes += payload.byteLength;
       }
-      if (polled) this.#unconfirmedEnd = ring.polledEnd(); // the last record polled
+      if (polled) this.#unconfirmedEnd = ring.end(); // the last record polled
       if (this.#unconfirmedCount === 0) return;
       const full = this.#unconfirmedCount >= BATCH_MESSAGES || this.#unconfirmedBytes >= BATCH_BYTES;
       if (!full && this.#flushTarget <= this.#acknowledged && (this.#confirmTimer !== null || ring.used() < this.bufferSize / 2)) {
@@ -803,7 +763,7 @@ class NatsTransport implements Transport {
         this.#txPump.releaseTo(end);
         this.#wakeTx(WaitKind.Space);
         this.#acknowledged += count;
-        this.#changed();
+        this.#waits.check();
         this.#kick();
       },
       (error) => this.#unconfirmed(error, generation),
@@ -827,10 +787,10 @@ class NatsTransport implements Transport {
     if (this.#jsInFlight > JS_IN_FLIGHT / 2) return; // refill by halves: the publishes leave together
     const ring = this.#txPump;
     const js = this.#js!;
-    while (this.#jsInFlight < JS_IN_FLIGHT && ring.poll()) {
-      const entry: Publish = { end: ring.polledEnd(), done: false };
+    while (this.#jsInFlight < JS_IN_FLIGHT && ring.next() >= 0) {
+      const entry: Publish = { end: ring.end(), done: false };
       const payload = ring.payload();
-      const typeId = ring.polledType;
+      const typeId = ring.type;
       const generation = this.#generation;
       const msgID = `${this.#producerId}-${this.#nextSeq++}`;
       this.#publishes.push(entry);
@@ -884,7 +844,7 @@ class NatsTransport implements Transport {
     this.#wakeTx(WaitKind.Space);
     this.#releasedSeq += count;
     this.#acknowledged += count;
-    this.#changed();
+    this.#waits.check();
     this.#kick();
   }
 
@@ -966,7 +926,7 @@ class NatsTransport implements Transport {
     nc.flush().then(
       () => {
         this.#subscribed = true;
-        this.#changed();
+        this.#waits.check();
       },
       () => {}, // disconnected first: the client subscribes again after the reconnect, and ready() waits for it
     );
@@ -1021,13 +981,13 @@ class NatsTransport implements Transport {
   }
 
   #write(typeId: number, data: Uint8Array, js: JsMsg | null): boolean {
-    if (!this.#rxPump.write(typeId, data)) return false;
+    if (!this.#rxPump.write(typeId, data, 0, data.byteLength)) return false;
     this.#delivered++;
     this.#wakeRx(WaitKind.Data); // a parked receive takes it now (its code runs in a microtask); nothing parked: no cost
     if (js !== null) {
-      this.#avgSpan = this.#avgSpan * 0.9 + this.#rxPump.span(data.byteLength) * 0.1; // sizes the next pull
+      this.#avgSpan = this.#avgSpan * 0.9 + recordSpan(data.byteLength) * 0.1; // sizes the next pull
       if (js.redelivered) this.#redelivered++;
-      const held = { end: this.#rxPump.tail, msg: js, seq: js.seq };
+      const held = { end: this.#rxPump.committedEnd, msg: js, seq: js.seq };
       this.#held.push(held);
       this.#heldBySeq.set(js.seq, held);
     }
@@ -1056,8 +1016,8 @@ class NatsTransport implements Transport {
 
   #ackReleased(): void {
     if (this.#held.length === 0) return;
-    const position = this.#rxPump.releasedPosition();
-    while (this.#held.length > 0 && passed(this.#held[0]!.end, position)) {
+    const position = this.#rxPump.released();
+    while (this.#held.length > 0 && positionReached(position, this.#held[0]!.end)) {
       const held = this.#held.shift()!;
       this.#heldBySeq.delete(held.seq);
       if (this.#connected) held.msg.ack();
@@ -1092,7 +1052,7 @@ class NatsTransport implements Transport {
         if (!this.#subscribed) {
           await this.#nc!.flush(); // the pull request is at the server
           this.#subscribed = true;
-          this.#changed();
+          this.#waits.check();
         }
         for await (const m of batch) this.#deliver(m, m);
         failures = 0;

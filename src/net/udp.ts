@@ -32,10 +32,10 @@ import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { PsyneError, ChannelRoleError } from "../core/errors";
 import { layout } from "../core/layout";
-import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
+import { WaitKind, type WaitOptions } from "../core/waiting";
 import { checkDirectMode, type Endpoint, parseEndpoint } from "./address";
-import { openLocalRing, REC_HEADER, RingPort } from "./ring";
-import { copyBytes } from "./stream";
+import { copyBytes, openLocalRing, REC_HEADER, RingPort } from "./ring";
+import { Waits } from "./waits";
 import { nextSeq, randomId } from "./wire";
 
 export const DATAGRAM_MAGIC = 0x44595350; // "PSYD" read as a little-endian u32
@@ -77,8 +77,7 @@ class UdpTransport implements Transport {
   #out: SendingSocket | null = null; // the sender's socket
   #closed = false;
   #failure: PsyneError | null = null;
-  #waiting: Array<{ done: () => boolean; resolve: () => void; reject: (e: unknown) => void }> = [];
-  #keepalive: ReturnType<typeof setInterval> | null = null;
+  #waits = new Waits();
   // sender
   readonly #id = new DataView(randomId().buffer).getUint32(0, true);
   #seq = 0;
@@ -158,14 +157,14 @@ class UdpTransport implements Transport {
       this.#pump();
     }
     debug(this.uri, `${this.endpoint.listen ? "receiving on" : "sending to"} ${this.endpoint.display}`);
-    this.#check();
+    this.#waits.check();
   }
 
   #fail(error: PsyneError): void {
     if (this.#failure) return;
     debug(this.uri, error.message);
     this.#failure = error;
-    for (const w of [...this.#waiting]) w.reject(error);
+    this.#waits.rejectAll(error);
   }
 
   // ---- sending ---------------------------------------------------------------------------------
@@ -222,7 +221,7 @@ class UdpTransport implements Transport {
         break;
       }
     }
-    if (this.#waiting.length) this.#check();
+    this.#waits.check();
   }
 
   #release(end: number): void {
@@ -261,10 +260,7 @@ class UdpTransport implements Transport {
       this.#lost += ahead - 1;
     }
     sender.last = seq;
-    const at = this.#port.claim(length, type);
-    if (at < 0) return count("ring full");
-    copyBytes(data, DATAGRAM_HEADER, length, this.#port.bytes, at);
-    this.#port.commit(at);
+    if (!this.#port.write(type, data, DATAGRAM_HEADER, length)) return count("ring full");
     this.#ring[WAKE](WaitKind.Data); // a parked recv() takes it now
     sender.messages++;
     sender.bytes += data.byteLength;
@@ -302,32 +298,7 @@ class UdpTransport implements Transport {
   #wait(done: () => boolean, options: WaitOptions, what: string): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new PsyneError("CHANNEL_CLOSED", `channel ${this.uri} is closed`));
-    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
-    if (done()) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      let cancel: (() => void) | undefined;
-      const onAbort = () => settle(() => reject(options.signal!.reason));
-      const settle = (how: () => void) => {
-        this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
-        cancel?.();
-        options.signal?.removeEventListener("abort", onAbort);
-        if (this.#waiting.length === 0 && this.#keepalive) {
-          clearInterval(this.#keepalive);
-          this.#keepalive = null;
-        }
-        how();
-      };
-      const waiter = { done, resolve: () => settle(resolve), reject: (e: unknown) => settle(() => reject(e)) };
-      if (options.timeout !== undefined && options.timeout !== Number.POSITIVE_INFINITY)
-        cancel = setLongTimeout(() => waiter.reject(new PsyneError("TIMEOUT", `${what} of ${this.uri} timed out after ${options.timeout} ms`)), options.timeout);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiting.push(waiter);
-      this.#keepalive ??= setInterval(() => {}, 1 << 30);
-    });
-  }
-
-  #check(): void {
-    for (const w of [...this.#waiting]) if (w.done()) w.resolve();
+    return this.#waits.until(done, options, () => `${what} of ${this.uri} timed out after ${options.timeout} ms`);
   }
 
   stats(): ChannelStats {
@@ -356,7 +327,7 @@ class UdpTransport implements Transport {
     if (this.#closed) return;
     this.#closed = true;
     const error = new PsyneError("CHANNEL_CLOSED", `channel ${this.uri} was closed while waiting`);
-    for (const w of [...this.#waiting]) w.reject(error);
+    this.#waits.rejectAll(error);
     this.#socket?.close();
     this.#socket = this.#out = null;
     this.#port.close();

@@ -137,13 +137,3 @@ export function proofMatches(expected: Uint8Array, got: Uint8Array): boolean {
 /** Sequence numbers are u32 and wrap: a <= b when b is at most 2^31 ahead. */
 export const seqAtMost = (a: number, b: number): boolean => ((b - a) | 0) >= 0;
 export const nextSeq = (seq: number): number => (seq + 1) >>> 0;
-
-/** Ring positions cross the FFI as their low 52 bits (psyne.h, retained reading): compare modulo 2^52. */
-export const POSITION_SPAN = 2 ** 52;
-export const positionDiff = (a: number, b: number): number => {
-  const d = a - b;
-  return d < 0 ? d + POSITION_SPAN : d;
-};
-export const positionAdd = (a: number, n: number): number => (a + n) % POSITION_SPAN;
-/** Has position `a` reached `b` (within half the position space)? */
-export const positionReached = (a: number, b: number): boolean => positionDiff(a, b) < POSITION_SPAN / 2;

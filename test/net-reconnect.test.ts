@@ -86,6 +86,27 @@ describe("reconnect", () => {
     expect(run.producer.resends).toBeGreaterThan(0); // it did send again what was cut off
   });
 
+  test("a connection reset as it opens (the reset landing inside the connector's open handler) is tried again, not given up for good", async () => {
+    // the producer's open handler stalls 100 ms (test-only PSYNE_TEST_STALL_OPEN_MS), and the proxy
+    // resets its first three connections the moment it accepts them: each reset lands in that stall,
+    // where Bun no longer knows the peer's address. The producer must go on connecting.
+    const port = freePort();
+    const consumer = spawnPeer({ count: 2000, seed: 9, maxSize: 64, uri: `tcp://127.0.0.1:${port}`, role: "consume", options: { ...options, listen: true } });
+    await listeningOn(consumer);
+    const proxy = new CuttingProxy({ hostname: "127.0.0.1", port }, { resetFirst: 3 });
+    const producer = spawnPeer(
+      { count: 2000, seed: 9, maxSize: 64, uri: `tcp://127.0.0.1:${proxy.port}`, role: "produce", options, flushTimeoutMs: 10_000 },
+      { env: { PSYNE_TEST_STALL_OPEN_MS: "100" } },
+    );
+    const sent = report<{ sent: number }>(await finish(producer));
+    const got = report<ConsumerReport>(await finish(consumer));
+    proxy.stop();
+    expect(proxy.cuts).toBe(3);
+    expect(sent.sent).toBe(2000);
+    expect(got.firstWrong).toBeNull();
+    expect(got.received).toBe(2000);
+  });
+
   test("the same run with resending switched off (test-only PSYNE_TEST_NO_RESEND=1) loses messages: the test above can fail", async () => {
     const run = await cutAndRestart(false);
     expect(run.cuts).toBeGreaterThanOrEqual(10);

@@ -86,6 +86,12 @@ const RESEND = process.env.PSYNE_TEST_NO_RESEND !== "1";
  * show what acknowledgements cost. Nothing survives a reconnect then. Never set it otherwise.
  */
 const ACKS = process.env.PSYNE_BENCH_NO_ACK !== "1";
+/**
+ * Test-only, read by this transport alone: PSYNE_TEST_STALL_OPEN_MS=N busy-waits N ms at the start
+ * of a socket's open handler, so a test can make the peer's reset land there on purpose. Never set it
+ * otherwise.
+ */
+const STALL_OPEN_MS = Number(process.env.PSYNE_TEST_STALL_OPEN_MS ?? 0);
 
 const modeIds: Record<ChannelMode, number> = { SPSC: 0, MPSC: 1, SPMC: 2, MPMC: 3, BROADCAST: 4 };
 const modeNames = Object.keys(modeIds) as ChannelMode[];
@@ -332,7 +338,6 @@ class Connection {
   duplicates = 0;
   bye = false;
   readonly nonce = randomId();
-  readonly address: string;
   #peerHello: Hello | null = null;
   #handshake: Uint8Array = new Uint8Array(0);
   #cancelDeadline: (() => void) | null;
@@ -354,8 +359,8 @@ class Connection {
     readonly socket: Socket<Connection>,
     readonly transport: StreamTransport,
     readonly side: Side,
+    readonly address: string,
   ) {
-    this.address = transport.socketAddress(socket);
     const deadline = unrefTimeout(() => this.fail("handshake", `no handshake within ${HANDSHAKE_MS} ms`), HANDSHAKE_MS);
     this.#cancelDeadline = () => clearTimeout(deadline);
   }
@@ -1102,9 +1107,11 @@ export class StreamTransport implements Transport {
 
   // ---- sockets ----------------------------------------------------------------------------------
 
-  socketAddress(socket: Socket<Connection>): string {
+  /** The peer's address, or null once the peer has reset the connection (Bun has no address then). */
+  socketAddress(socket: Socket<Connection>): string | null {
     if (this.endpoint.scheme === "unix") return this.endpoint.display;
     const host = socket.remoteAddress;
+    if (!host) return null;
     return `${host.includes(":") ? `[${host}]` : host}:${socket.remotePort}`;
   }
 
@@ -1123,9 +1130,22 @@ export class StreamTransport implements Transport {
     const handlers: SocketHandler<Connection, "uint8array"> = {
       binaryType: "uint8array",
       open: (socket) => {
+        if (STALL_OPEN_MS > 0) for (const until = performance.now() + STALL_OPEN_MS; performance.now() < until; );
         socket.unref();
         if (this.#closed) {
           socket.terminate();
+          return;
+        }
+        // a peer that reset the connection before this handler ran leaves a socket with no remote
+        // address: drop it here, for no close handler will know it (and a connector must try again)
+        const address = this.socketAddress(socket);
+        if (address === null) {
+          debug(this.uri, "a connection was reset before it opened");
+          socket.terminate();
+          if (this.side === "connector") {
+            this.#connecting = false;
+            this.#retry(`the connection to ${this.endpoint.display} was reset as it opened`);
+          }
           return;
         }
         const tls = this.#options.tls;
@@ -1135,7 +1155,7 @@ export class StreamTransport implements Transport {
           socket.terminate();
           return;
         }
-        const connection = new Connection(socket, this, this.side);
+        const connection = new Connection(socket, this, this.side, address);
         socket.data = connection;
         this.#connections.add(connection);
         if (this.side === "connector") connection.start(this.#helloFrame(connection.nonce));

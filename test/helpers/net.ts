@@ -47,12 +47,19 @@ export class CuttingProxy {
   #listener: import("bun").TCPSocketListener<Pipe>;
   #pipes = new Set<Pipe>();
 
-  constructor(target: { hostname: string; port: number }) {
+  /** `resetFirst`: reset that many connections the moment they are accepted, then carry the rest. */
+  constructor(target: { hostname: string; port: number }, options: { resetFirst?: number } = {}) {
+    let resets = options.resetFirst ?? 0;
     this.#listener = Bun.listen<Pipe>({
       hostname: "127.0.0.1",
       port: 0,
       socket: {
         open: (client) => {
+          if (resets > 0) {
+            resets--;
+            this.cuts++;
+            return void client.terminate();
+          }
           const pipe = new Pipe(client, this.carried);
           client.data = pipe;
           this.#pipes.add(pipe);
@@ -73,10 +80,11 @@ export class CuttingProxy {
         data: (client, chunk) => client.data.toServer(chunk),
         drain: (client) => client.data.drain(),
         close: (client) => {
+          if (!client.data) return; // one reset on accept
           client.data.close();
           this.#pipes.delete(client.data);
         },
-        end: (client) => client.data.close(),
+        end: (client) => client.data?.close(),
       },
     });
     this.port = this.#listener.port;

@@ -7,7 +7,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { fixture, finish, reapChildren, report, spawnBun, uniqueName, untilOutput, waitForLine } from "./helpers";
 import { startCluster, stopAllNats, Tally } from "./helpers/nats";
 
-setDefaultTimeout(90_000);
+setDefaultTimeout(150_000);
 afterEach(reapChildren);
 afterAll(stopAllNats);
 
@@ -34,10 +34,20 @@ test("producer on server 1, consumers on servers 2 and 3, server 2 killed mid-st
   expect(reports[0]!.network.server).not.toBe(`127.0.0.1:${s2!.port}`);
   expect(tally.update(consumers).missing({ 0: N })).toEqual([]);
   // the stream psyne made is replicated on all three servers
+  // (after the kill the cluster may still be electing a JetStream leader: a request can time out
+  // meanwhile, so ask again, each request bounded, for up to 60 s)
   const nc = await connect({ servers: s1!.url });
-  const jsm = await jetstreamManager(nc, { timeout: 20_000 }); // the cluster may still be electing a new leader
-  const info = await jsm.streams.info(await jsm.streams.find(subject));
-  expect(info.config.num_replicas).toBe(3);
+  const askedUntil = Date.now() + 60_000;
+  let replicas: number | undefined;
+  while (replicas === undefined) {
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: 5000 });
+      replicas = (await jsm.streams.info(await jsm.streams.find(subject))).config.num_replicas;
+    } catch (error) {
+      if (Date.now() > askedUntil) throw new Error(`no JetStream answer within 60 s of the kill: ${(error as Error).message}`);
+    }
+  }
+  expect(replicas).toBe(3);
   await nc.close();
   console.log(`cluster: ${tally.total} deliveries of ${N} messages (${tally.duplicates()} duplicates)`);
 });

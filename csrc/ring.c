@@ -286,10 +286,11 @@ static int32_t finish(psy_channel *ch, uint32_t index, uint32_t state) {
     if ((p->position & ch->mask) != index || p->done) continue;
     /* several producers: seq_cst against advance_tail()'s CAS-then-load; a single producer
      * orders it with its publish of tail */
-    int order = multi_producer(ch) ? __ATOMIC_SEQ_CST : __ATOMIC_RELEASE;
-    for (uint32_t k = 0; k < p->count; k++) {
+    for (uint32_t k = 0; k < p->count; k++) { /* (orders as constants: gcc makes a variable order seq_cst) */
       uint64_t at = p->position + (uint64_t)k * p->record_span;
-      __atomic_store_n(rec_word(record_at(ch, at)), rec_word_of(ch, at, mine(ch, state)), order);
+      uint64_t *word = rec_word(record_at(ch, at)), value = rec_word_of(ch, at, mine(ch, state));
+      if (multi_producer(ch)) __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+      else __atomic_store_n(word, value, __ATOMIC_RELEASE);
     }
     p->done = 1;
     if (state == PSY_REC_COMMITTED) {

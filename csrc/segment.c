@@ -546,7 +546,6 @@ int32_t psy_close(psy_channel *ch) {
   if (!ch) return psy_fail(PSY_E_INVALID_ARG, "close of a null channel");
   track(ch, 0);
   waiters_stop(ch);
-  bells_close(ch);
   if (ch->fd >= 0) { /* not a handle inherited through fork: that one only unmaps */
     ring_close(ch);
     participants_leave(ch);
@@ -563,6 +562,7 @@ int32_t psy_close(psy_channel *ch) {
     }
     lock_private(ch, 0);
   }
+  bells_close(ch); /* after ring_close: its give-backs and abandons may ring (and connect to) a peer's bell */
   munmap(ch->base, ch->map_size);
   release_fd(ch);
   free(ch);

@@ -1,7 +1,8 @@
 // Waiting without spinning, across processes: recv, for await, receiveSync, sendAsync and
 // allocAsync; no lost wake-up in 10 000 parked round trips; near-zero CPU while parked.
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { ByteVector, ChannelFullError, createChannel, FloatVector, Int32Vector } from "../src/index.ts";
+import { readdirSync } from "node:fs";
+import { ByteVector, ChannelFullError, createChannel, FloatVector, Int32Vector, removeChannel } from "../src/index.ts";
 import { finish, fixture, ownSegments, reapChildren, report, spawnBun, testLibrary, uniqueName, waitForLine } from "./helpers";
 
 setDefaultTimeout(60_000); // children on a busy 2-core machine need more than the 5 s default
@@ -187,6 +188,29 @@ describe("waiting for room", () => {
     expect(result.sent).toBe(40);
     expect(result.fullEvents).toBeGreaterThan(0);
     ch.close();
+  });
+
+  test("a handle closed while a producer waits on its doorbell leaves no socket behind (closing rings that bell)", async () => {
+    const u = uri("bellclose");
+    const owner = createChannel(u, { bufferSize: 4096, role: "consumer" }); // keeps the channel while handles come and go
+    const child = waiter("fill", u, 1000);
+    await waitForLine(child, "full after");
+    owner.close();
+    const fds = () => readdirSync("/proc/self/fd").length;
+    let before = 0;
+    for (let round = 0; round < 40; round++) {
+      if (round === 1) before = fds(); // after the first round: this process's own doorbell is open by then
+      const ch = createChannel(u, { role: "consumer" });
+      // hold one message: close() releases it, which frees room and rings the waiting producer's bell
+      expect(await ch.recv(undefined, { timeout: 10_000 })).not.toBeNull();
+      ch.close();
+    }
+    // at most this process's own doorbell connections, opened once (2 seen, also over 120 rounds); before
+    // the fix a socket for every close that rang the peer's bell (12 more over these 40 rounds)
+    expect(fds() - before).toBeLessThan(5);
+    child.kill("SIGKILL");
+    await child.exited;
+    removeChannel(u.slice("ipc://".length));
   });
 
   test("sendAsync rejects with ChannelFullError when the timeout passes first", async () => {

@@ -63,17 +63,12 @@ const net = (scheme: "tcp" | "unix", how: "send" | "batch", rate: Record<number,
   async start(size, count, warmup) {
     const uri = scheme === "tcp" ? "tcp://127.0.0.1:0" : `unix://${join(workDir, `n${++runNumber}.sock`)}`;
     const common = [String(size), String(count), String(TIMEOUT_MS), String(RING)];
-    const saved = { ...process.env };
-    Object.assign(process.env, env); // spawnPeer passes process.env
-    try {
-      const consumer = spawnPeer([bun, peerPath("net-consumer.ts"), how, uri, ...common, String(warmup)], TIMEOUT_MS);
-      await consumer.waitFor("\n");
-      const address = /^listening (\S+)$/m.exec(consumer.stdout())![1]!;
-      const producer = spawnPeer([bun, peerPath("net-producer.ts"), how, address, ...common, String(batchOf(size)), String(warmup)], TIMEOUT_MS);
-      return [consumer, producer];
-    } finally {
-      for (const key of Object.keys(env)) if (saved[key] === undefined) delete process.env[key];
-    }
+    const withEnv = ["env", ...Object.entries(env).map(([k, v]) => `${k}=${v}`)]; // as latency.ts passes its settings
+    const consumer = spawnPeer([...withEnv, bun, peerPath("net-consumer.ts"), how, uri, ...common, String(warmup)], TIMEOUT_MS);
+    await consumer.waitFor("\n");
+    const address = /^listening (\S+)$/m.exec(consumer.stdout())![1]!;
+    const producer = spawnPeer([...withEnv, bun, peerPath("net-producer.ts"), how, address, ...common, String(batchOf(size)), String(warmup)], TIMEOUT_MS);
+    return [consumer, producer];
   },
 });
 const rawSocket = (kind: "unix" | "tcp", rate: Record<number, number>): Contestant => ({

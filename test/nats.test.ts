@@ -17,7 +17,8 @@ import {
   PsyneError,
 } from "../src/index.ts";
 import { fixture, finish, reapChildren, report, spawnBun, uniqueName, untilOutput, waitForLine } from "./helpers";
-import { type NatsServer, startNats, stopAllNats, Tally, unusedPort } from "./helpers/nats";
+import { type NatsServer, startNats, stopAllNats, Tally } from "./helpers/nats";
+import { freePort } from "./helpers/net";
 
 setDefaultTimeout(60_000);
 
@@ -216,7 +217,7 @@ describe("bad input", () => {
   });
 
   test("a server that is down at open: ready(), a parked recv() and the next send fail with CONNECTION_FAILED", async () => {
-    const ch = createChannel(`nats://127.0.0.1:${unusedPort()}/${subject("down")}`);
+    const ch = createChannel(`nats://127.0.0.1:${freePort()}/${subject("down")}`);
     const parked = ch.recv(undefined, { timeout: 20_000 });
     const error = await ch.ready({ timeout: 20_000 }).catch((e) => e);
     expect(error).toBeInstanceOf(PsyneError);
@@ -228,7 +229,7 @@ describe("bad input", () => {
   });
 
   test("a full send ring and a message too large for it are typed errors naming the nats:// URI, credentials hidden", () => {
-    const ch = createChannel(`nats://user:hunter2@127.0.0.1:${unusedPort()}/${subject("full")}`, { bufferSize: 4096, nats: { waitOnFirstConnect: true } });
+    const ch = createChannel(`nats://user:hunter2@127.0.0.1:${freePort()}/${subject("full")}`, { bufferSize: 4096, nats: { waitOnFirstConnect: true } });
     const named = /nats:\/\/\*\*\*@127\.0\.0\.1:\d+\/psyne\.test\./;
     let full: unknown;
     try {
@@ -244,7 +245,7 @@ describe("bad input", () => {
   });
 
   test("asked to wait (nats: { waitOnFirstConnect }), a channel opened before its server connects when the server starts", async () => {
-    const port = unusedPort();
+    const port = freePort();
     const s = subject("late");
     const ch = createChannel(`nats://127.0.0.1:${port}/${s}`, { role: "consumer", nats: { waitOnFirstConnect: true, reconnectTimeWait: 100 } });
     const ready = ch.ready({ timeout: 30_000 });

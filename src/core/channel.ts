@@ -138,9 +138,6 @@ export type ChannelStats = Omit<HeaderInfo, "cursors" | "createdAt"> & { mode: C
 // psy_wait takes milliseconds as an i32: receiveSync waits longer in rounds of this
 const MAX_WAIT_MS = 2 ** 31 - 1;
 
-// layout constants the per-message path uses: `layout` is a Proxy (about 19 ns a read)
-const REC_HEADER = layout.REC_HEADER;
-
 const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/;
 
 /**
@@ -589,13 +586,13 @@ export class Channel implements MessageChannel {
     this.#open();
     if (signal?.aborted) throw signal.reason;
     const byteLength = type.byteLength;
-    if (byteLength > this.bufferSize - REC_HEADER) throw this.#tooLarge(byteLength, type.typeName);
+    if (byteLength > this.#maxMessage) throw this.#tooLarge(byteLength, type.typeName);
     const attempt = (): number | null => {
       const offset = this.#claim(byteLength, type, true);
       return offset < 0 ? null : offset;
     };
     if (this.#parking === null || this.#parking.pending(WaitKind.Space) === 0) {
-      const offset = attempt() ?? spin(attempt);
+      const offset = attempt() ?? this.#spin(attempt);
       if (offset !== null) return offset;
     }
     const offset = await this.#park().wait(WaitKind.Space, byteLength, attempt, { timeout, signal });
@@ -656,7 +653,7 @@ export class Channel implements MessageChannel {
     };
     this.#receiving = "nextAsync()";
     try {
-      const offset = attempt() ?? spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
+      const offset = attempt() ?? this.#spin(attempt) ?? (await this.#park().wait(WaitKind.Data, 0, attempt, { timeout, signal }));
       return offset ?? -1;
     } finally {
       queueMicrotask(this.#endRecv);

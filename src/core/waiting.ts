@@ -57,6 +57,20 @@ export function setLongTimeout(fn: () => void, ms: number): () => void {
 }
 
 /**
+ * Whether `promise` settled within `ms` (false also when it rejected). The timer is cleared either
+ * way: a pending one would keep the process alive.
+ */
+export async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let cancel = (): void => {};
+  const timedOut = new Promise<boolean>((resolve) => (cancel = setLongTimeout(() => resolve(false), Math.max(0, ms))));
+  try {
+    return await Promise.race([promise.then(() => true, () => false), timedOut]);
+  } finally {
+    cancel();
+  }
+}
+
+/**
  * Microseconds a wait spins (polling) before it parks in the kernel: a reply that comes within
  * this costs no wake-up. PSYNE_SPIN_US overrides it; 0 parks at once.
  */

@@ -8,6 +8,7 @@ import { invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { PsyneError } from "../core/errors";
 import type { Message } from "../core/messages";
+import { settledWithin } from "../core/waiting";
 
 export interface BridgeOptions {
   /** Options for opening the source (mode, bufferSize, nats, durable, queue, ...); the bridge takes its consumer role. */
@@ -217,12 +218,7 @@ class Forwarder implements Bridge {
     // what was forwarded: freed in the source once the destination accepted it (bounded wait)
     const deadline = performance.now() + CLOSE_WAIT_MS;
     while (this.#inFlight.length > 0 && this.#error === null) {
-      const left = deadline - performance.now();
-      const settled = await Promise.race([
-        this.#settleOldest().then(() => true, () => false),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), Math.max(0, left))),
-      ]);
-      if (!settled) break; // left in the source: forwarded again by the next bridge
+      if (!(await settledWithin(this.#settleOldest(), deadline - performance.now()))) break; // left in the source: forwarded again by the next bridge
     }
     this.#destination.close();
     this.#source.close();

@@ -23,7 +23,7 @@ import { describe, invalidArgument } from "../core/check";
 import { debug } from "../core/debug";
 import { ChannelConfigError, InvalidChannelNameError, MessageTooLargeError, PsyneError } from "../core/errors";
 import { TypeId, typeById } from "../core/messages";
-import { setLongTimeout, WaitKind, type WaitOptions } from "../core/waiting";
+import { setLongTimeout, settledWithin, WaitKind, type WaitOptions } from "../core/waiting";
 import { openLocalRing, positionReached, REC_HEADER, RingPort, recordSpan } from "./ring";
 import { Waits } from "./waits";
 
@@ -646,13 +646,7 @@ class NatsTransport implements Transport {
         }
         if (this.#acknowledged < sent) debug(this.#s.uri, `closed with ${sent - this.#acknowledged} message(s) not confirmed by the server`);
         // flushes what the client holds, unsubscribes, closes; bounded, like the wait above
-        const drained = nc.drain().then(
-          () => true,
-          () => false,
-        );
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([drained, new Promise((resolve) => (timer = setTimeout(resolve, DRAIN_MS)))]);
-        clearTimeout(timer); // a pending timer would keep the process alive
+        await settledWithin(nc.drain(), DRAIN_MS);
       }
       if (nc && !nc.isClosed()) await nc.close();
     } finally {

@@ -1026,7 +1026,7 @@ export class StreamTransport implements Transport {
     this.#releaseScheduled = false;
     if (this.#closed || this.rxPort === null) return;
     try {
-      for (const connection of [...this.blocked]) connection.unblock();
+      if (this.blocked.size > 0) for (const connection of [...this.blocked]) connection.unblock();
       this.#acknowledge(false);
     } catch (error) {
       debug(this.uri, `receive pump: ${(error as Error).message}`);
@@ -1075,10 +1075,7 @@ export class StreamTransport implements Transport {
   onFreed(outbound: Outbound): void {
     this.#tx?.[WAKE](WaitKind.Space);
     this.#flushWaits.check();
-    if (outbound.connection !== null && !this.#pumpScheduled) {
-      this.#pumpScheduled = true;
-      queueMicrotask(this.#pumpAll);
-    }
+    if (outbound.connection !== null) this.#afterSend(); // room to send more: pump soon
   }
 
   /** A record too large for the peer's ring was dropped: the next send or flush throws this. */

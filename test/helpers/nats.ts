@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stdoutOf } from "./index";
+import { freePort } from "./net";
 
 const INSTALL = "nats-server is not installed: install it with `apt-get install nats-server` (Debian/Ubuntu; 2.9 or newer, JetStream included), or put a nats-server binary on PATH";
 
@@ -131,14 +132,6 @@ export async function stopAllNats(): Promise<void> {
   dirs.clear();
 }
 
-/** A port free on 127.0.0.1 now (the kernel's pick for port 0). */
-function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
-
 /**
  * Three clustered servers on loopback (stand-ins for three machines), JetStream clustered. A
  * JetStream cluster needs its routes configured up front, so the route ports are picked first.
@@ -149,8 +142,6 @@ export async function startCluster(): Promise<NatsServer[]> {
   return Promise.all(routePorts.map((routePort, i) => startNats({ cluster: { serverName: `n${i + 1}`, routes, routePort } })));
 }
 
-/** A port free on 127.0.0.1 now, for a server that a test starts later. */
-export const unusedPort = (): number => freePort();
 
 /**
  * Reads the "m PRODUCER SEQ" lines of consumer fixtures (test/fixtures/nats_peer.ts) as they come:
